@@ -1,0 +1,3 @@
+from .describe import main
+
+main()
