@@ -1,0 +1,118 @@
+"""The dual-stream network's modules on tiny seeded inputs: shapes, gradients, SSRPM/SRSM behaviour."""
+
+import pytest
+import torch
+
+from training.models import (
+    SRSM,
+    AlbedoModel,
+    GeometryStream,
+    PatchDiscriminator,
+    TextureStream,
+    cpu_small,
+    paper,
+    region_stats,
+    tiny,
+)
+
+
+def texture_inputs(cfg, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s, h = cfg.uv_size, cfg.image_size
+    return (
+        torch.randn(batch, cfg.albedo_dim, generator=g),
+        torch.rand(batch, 3, h, h, generator=g),
+        torch.rand(batch, cfg.landmarks, h, h, generator=g),
+        torch.rand(batch, s, s, 2, generator=g) * 2 - 1,
+        (torch.rand(batch, 1, s, s, generator=g) > 0.3).float(),
+    )
+
+
+def test_geometry_stream_shapes_and_gradients():
+    torch.manual_seed(0)
+    cfg = tiny().geometry
+    net = GeometryStream(cfg)
+    out = net(torch.rand(2, 3, cfg.image_size, cfg.image_size))
+    assert out.a_id.shape == out.a_exp.shape == (2, 3, cfg.uv_size, cfg.uv_size)
+    assert out.p_t.shape == (2, cfg.albedo_dim) and out.p_l.shape == (2, 27) and out.p_h.shape == (2, 6)
+    assert out.a_id.abs().max() < 1
+    (out.a_full.square().mean() + out.p_h.sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_texture_stream_and_discriminator_shapes_and_gradients():
+    torch.manual_seed(0)
+    cfg = tiny().texture
+    net = TextureStream(cfg, AlbedoModel.placeholder(cfg.albedo_dim, cfg.uv_size))
+    albedo, linear, regions = net(*texture_inputs(cfg))
+    assert albedo.shape == linear.shape == (2, 3, cfg.uv_size, cfg.uv_size)
+    assert (albedo >= 0).all() and (albedo <= 1).all()
+    assert regions.shape[1] == cfg.regions
+    torch.testing.assert_close(regions.sum(1), torch.ones_like(regions[:, 0]))
+    logits = PatchDiscriminator(cfg)(albedo)
+    assert logits.shape[:2] == (2, 1)
+    logits.mean().backward()
+    grads = {n: p.grad for n, p in net.named_parameters()}
+    assert grads["ssrpm.kappa"] is not None and torch.isfinite(grads["ssrpm.kappa"])
+    assert all(g is not None for g in grads.values())
+
+
+@pytest.mark.parametrize("preset", [cpu_small, paper])
+def test_presets_have_consistent_shapes(preset):
+    cfg = preset()
+    assert cfg.geometry.uv_size == cfg.texture.uv_size
+    assert cfg.geometry.albedo_dim == cfg.texture.albedo_dim
+    assert max(cfg.texture.srsm_levels) < len(cfg.texture.widths)
+
+
+def test_cpu_small_runs_forward_and_backward():
+    torch.manual_seed(0)
+    cfg = cpu_small()
+    geo = GeometryStream(cfg.geometry)
+    tex = TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size))
+    out = geo(torch.rand(1, 3, 128, 128))
+    albedo, _, _ = tex(out.p_t, *texture_inputs(cfg.texture, batch=1)[1:])
+    (out.a_full.mean() + albedo.mean()).backward()
+    assert out.a_id.shape == (1, 3, 128, 128) and albedo.shape == (1, 3, 128, 128)
+
+
+def test_region_stats_match_hard_masks():
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 8, 8)
+    masks = torch.zeros(1, 2, 8, 8)
+    masks[:, 0, :, :4] = 1
+    masks[:, 1, :, 4:] = 1
+    mean, std = region_stats(x, masks)
+    left, right = x[0, :, :, :4].reshape(3, -1), x[0, :, :, 4:].reshape(3, -1)
+    torch.testing.assert_close(mean[0, 0], left.mean(1))
+    torch.testing.assert_close(mean[0, 1], right.mean(1))
+    torch.testing.assert_close(std[0, 1], right.std(1, unbiased=False), atol=1e-4, rtol=1e-4)
+
+
+def test_srsm_gives_each_region_the_style_statistics():
+    """With zeroed style convs, every region comes out normalised (mean 0, std 1) per channel."""
+    torch.manual_seed(0)
+    srsm = SRSM(4)
+    for conv in (srsm.to_alpha, srsm.to_beta):
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
+    x_u = torch.randn(1, 4, 8, 8) * 3 + 5
+    regions = torch.zeros(1, 2, 8, 8)
+    regions[:, 0, :4] = 1
+    regions[:, 1, 4:] = 1
+    out = srsm(x_u, torch.randn(1, 4, 8, 8), regions, torch.ones(1, 1, 8, 8))
+    mean, std = region_stats(out, regions)
+    torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-4, rtol=0)
+    torch.testing.assert_close(std, torch.ones_like(std), atol=1e-3, rtol=0)
+    # A style bias then moves each region's mean to beta.
+    torch.nn.init.constant_(srsm.to_beta.bias, 0.7)
+    out = srsm(x_u, torch.randn(1, 4, 8, 8), regions, torch.ones(1, 1, 8, 8))
+    torch.testing.assert_close(region_stats(out, regions)[0], torch.full((1, 2, 4), 0.7), atol=1e-4, rtol=0)
+
+
+def test_albedo_model_is_linear_in_p_t():
+    model = AlbedoModel.placeholder(5, 16)
+    p = torch.randn(2, 5)
+    zero = model(torch.zeros(1, 5))
+    torch.testing.assert_close(zero[0], model.mean)
+    torch.testing.assert_close(model(2 * p) - zero, 2 * (model(p) - zero), atol=1e-5, rtol=0)

@@ -1,0 +1,99 @@
+"""The geometry stream (paper Sec. III-A): photo -> A_id, A_exp and the parameters p_t, p_l, p_h."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import POSE_DIM, SH_DIM, GeometryConfig
+
+
+def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class MultiTaskEncoder(nn.Module):
+    """VGG-style encoder trained from scratch (no VGG-Face weights exist here).
+
+    (B, 3, H, W) photo in [0, 1] -> (B, latent_dim) latent f_L (the paper's 1x1x512).
+    """
+
+    def __init__(self, cfg: GeometryConfig):
+        super().__init__()
+        layers, cin = [], 3
+        for width in cfg.encoder_widths:
+            for _ in range(cfg.convs_per_stage):
+                layers.append(conv_bn_relu(cin, width))
+                cin = width
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.project = nn.Linear(cin, cfg.latent_dim)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        # Centring the input here keeps exported models free of preprocessing the service must copy.
+        x = self.features(image * 2.0 - 1.0)
+        return torch.relu(self.project(x.mean(dim=(2, 3))))
+
+
+class AttributeDecoder(nn.Module):
+    """Pix2pix-style decoder with bilinear upsampling: (B, latent) -> (B, 3, S, S) in (-1, 1)."""
+
+    def __init__(self, cfg: GeometryConfig):
+        super().__init__()
+        stages, cin = [], cfg.latent_dim
+        for width in cfg.decoder_widths:
+            stages += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), conv_bn_relu(cin, width)]
+            cin = width
+        self.stages = nn.Sequential(*stages)
+        self.out = nn.Conv2d(cin, 3, 3, padding=1)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.out(self.stages(latent[:, :, None, None])))
+
+
+class ParametricSubNetwork(nn.Module):
+    """Two FC layers: (B, latent) -> p_t (B, K), p_l (B, 27), p_h (B, 6)."""
+
+    def __init__(self, cfg: GeometryConfig):
+        super().__init__()
+        self.sizes = (cfg.albedo_dim, SH_DIM, POSE_DIM)
+        self.net = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.psn_hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(cfg.psn_hidden, sum(self.sizes)))
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        p_t, p_l, p_h = torch.split(self.net(latent), self.sizes, dim=1)
+        return p_t, p_l, p_h
+
+
+@dataclass
+class GeometryOutput:
+    """a_id, a_exp: (B, 3, S, S) canonical positions (A = a_id + a_exp); p_t (B, K) albedo
+    coefficients; p_l (B, 27) SH lighting (9 x RGB, coefficient-major); p_h (B, 6) pose (config.POSE_DIM)."""
+
+    a_id: torch.Tensor
+    a_exp: torch.Tensor
+    p_t: torch.Tensor
+    p_l: torch.Tensor
+    p_h: torch.Tensor
+
+    @property
+    def a_full(self) -> torch.Tensor:
+        return self.a_id + self.a_exp
+
+
+class GeometryStream(nn.Module):
+    def __init__(self, cfg: GeometryConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = MultiTaskEncoder(cfg)
+        self.identity_decoder = AttributeDecoder(cfg)
+        self.expression_decoder = AttributeDecoder(cfg)
+        self.psn = ParametricSubNetwork(cfg)
+
+    def forward(self, image: torch.Tensor) -> GeometryOutput:
+        """image: (B, 3, H, W) RGB in [0, 1]."""
+        latent = self.encoder(image)
+        p_t, p_l, p_h = self.psn(latent)
+        return GeometryOutput(self.identity_decoder(latent), self.expression_decoder(latent), p_t, p_l, p_h)
