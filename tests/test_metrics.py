@@ -1,0 +1,57 @@
+"""Metric code on hand-made cases with known answers."""
+
+import numpy as np
+import pytest
+
+from training.evaluate import metrics
+
+
+def square_landmarks():
+    rng = np.random.default_rng(0)
+    pts = rng.random((68, 2)) * 100
+    pts[0], pts[1] = [0, 0], [100, 100]  # box 100 x 100
+    return pts
+
+
+def test_nme_of_a_known_shift():
+    gt = square_landmarks()
+    assert metrics.box_size(gt) == pytest.approx(100)
+    assert metrics.nme_2d(gt + [3.0, 4.0], gt) == pytest.approx(0.05)
+    assert metrics.nme_2d(gt, gt) == 0
+
+
+def test_nme_3d_ignores_scale_and_depth_offset():
+    rng = np.random.default_rng(1)
+    gt = np.c_[square_landmarks(), rng.random(68) * 50]
+    pred = 1.7 * gt + [5.0, -2.0, 300.0]
+    assert metrics.nme_3d(pred, gt) == pytest.approx(0, abs=1e-9)
+    assert metrics.nme_3d(pred + [[1.0, 0, 0]] * 68 * np.sign(rng.standard_normal((68, 1))), gt) > 0
+
+
+def test_rigid_alignment_undoes_a_known_rotation():
+    rng = np.random.default_rng(2)
+    gt = rng.standard_normal((200, 3))
+    a = np.deg2rad(35)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    moved = gt @ rot.T + [1.0, 2.0, 3.0]
+    assert metrics.aligned_vertex_error(moved, gt) == pytest.approx(0, abs=1e-9)
+    assert metrics.aligned_vertex_error(moved * 1.1, gt) > 0.01
+    np.testing.assert_allclose(metrics.rigid_align(moved * 1.1, gt, scale=True), gt, atol=1e-9)
+
+
+def test_photometric_error_and_texture_mae():
+    img = np.random.default_rng(3).random((8, 8, 3))
+    mask = np.ones((8, 8), bool)
+    assert metrics.photometric_error(img, img, mask) == 0
+    other = img.copy()
+    other[0, 0] += [0.3, 0.4, 0.0]
+    assert metrics.photometric_error(other, img, mask) == pytest.approx(0.5 / 64)
+    mask[0, 0] = False
+    assert metrics.photometric_error(other, img, mask) == 0
+    assert metrics.texture_mae(img + 0.1, img, mask) == pytest.approx(0.1)
+
+
+def test_cosine_and_yaw_bins():
+    assert metrics.cosine_similarity(np.array([1.0, 0]), np.array([2.0, 0])) == pytest.approx(1)
+    assert metrics.cosine_similarity(np.array([1.0, 0]), np.array([0, 3.0])) == pytest.approx(0)
+    assert [metrics.yaw_bin(y) for y in (-10, 29.9, 30, -59, 60, 95)] == ["[0,30)", "[0,30)", "[30,60)", "[30,60)", "[60,90]", "[60,90]"]

@@ -1,0 +1,1 @@
+"""Evaluation: the paper's measurements on real photos and held-out synthetic faces."""
