@@ -1,7 +1,7 @@
 """One typed config per network, with the presets the project trains.
 
 ``cpu_small`` trains on a 2-core CPU in hours; ``paper`` follows the paper (256 px, S = 256,
-VGG-sized encoder); ``tiny`` exists for tests (32 px).
+VGG-sized encoder); ``tiny`` exists for tests (32-px photos, S = 64, the smallest UV layout).
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ def paper(regions: int = 16) -> NetworkConfig:
 def tiny(regions: int = 4) -> NetworkConfig:
     return NetworkConfig(
         name="tiny",
-        geometry=GeometryConfig(image_size=32, uv_size=32, encoder_widths=(8, 16, 16), convs_per_stage=1,
-                                latent_dim=32, decoder_widths=(16, 16, 8, 8, 8), psn_hidden=32, albedo_dim=6),
-        texture=TextureConfig(image_size=32, uv_size=32, albedo_dim=6, widths=(8, 16, 16), srsm_levels=(1, 2),
+        geometry=GeometryConfig(image_size=32, uv_size=64, encoder_widths=(8, 16, 16), convs_per_stage=1,
+                                latent_dim=32, decoder_widths=(16, 16, 8, 8, 8, 8), psn_hidden=32, albedo_dim=6),
+        texture=TextureConfig(image_size=32, uv_size=64, albedo_dim=6, widths=(8, 16, 16), srsm_levels=(1, 2),
                               regions=regions, disc_widths=(8, 16)),
     )
 
