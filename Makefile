@@ -13,7 +13,7 @@ $(PY):
 # Reinstall only when the project's requirements change.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,serve,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
