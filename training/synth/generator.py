@@ -1,0 +1,218 @@
+"""Synthetic faces with exact ground truth (the paper's ASMD / FTD, rebuilt from ICT-FaceKit).
+
+A sample draws an identity, an expression (``expressions.py``), a procedural UV albedo, SH lighting,
+a weak-perspective pose (p_h, ``training.models.pose``) and a background, renders the ICT head
+(face, head and neck, eyeballs) and returns the image with A_id, A_exp, the albedo map, p_l, p_h,
+68 landmarks, the face mask, the visible-UV mask and the expression category.
+
+Everything is in torch and batched; a batch is a pure function of (seed, batch index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.facemodel import UVFaceModel, blend
+from training.models.pose import pose_to_camera
+from training.render import RenderSettings, render_mesh
+
+from .expressions import CATEGORIES, sample_expressions
+
+RENDERED_PARTS = ("face", "head_and_neck", "eyeball_left", "eyeball_right")
+SKIN_LIGHT = np.array([0.86, 0.68, 0.58], np.float32)
+SKIN_DARK = np.array([0.33, 0.21, 0.15], np.float32)
+
+
+@dataclass
+class SynthBatch:
+    """B samples. image (B, 3, H, H) in [0, 1]; a_id, a_exp (B, 3, S, S) canonical; albedo (B, 3, S, S);
+    p_l (B, 27) SH as 9 x RGB flattened coefficient-major; p_h (B, 6); landmarks (B, 68, 2) pixels;
+    face_mask (B, H, H) bool; uv_visible (B, S, S) bool; category (B,) int64; id_coeffs (B, 100);
+    exp_weights (B, 53)."""
+
+    image: torch.Tensor
+    a_id: torch.Tensor
+    a_exp: torch.Tensor
+    albedo: torch.Tensor
+    p_l: torch.Tensor
+    p_h: torch.Tensor
+    landmarks: torch.Tensor
+    face_mask: torch.Tensor
+    uv_visible: torch.Tensor
+    category: torch.Tensor
+    id_coeffs: torch.Tensor
+    exp_weights: torch.Tensor
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    image_size: int = 128
+    identity_std: float = 1.0
+    max_yaw_degrees: float = 90.0
+    max_pitch_degrees: float = 45.0
+    max_roll_degrees: float = 30.0
+    scale_range: tuple[float, float] = (0.95, 1.25)  # exp(log_scale): the neutral region spans 0.59-0.78 of the half-width
+    translation_std: float = 0.05
+
+
+class SynthFaceGenerator:
+    def __init__(self, model: UVFaceModel, settings: SynthSettings = SynthSettings()):
+        self.model, self.settings = model, settings
+        kit, frame = model.kit, model.frame
+        ranges = [kit.parts[p] for p in RENDERED_PARTS]
+        keep = np.zeros(kit.num_vertices, bool)
+        for a, b in ranges:
+            keep[a:b] = True
+        tri_keep = keep[kit.triangles].all(1)
+        self.vertex_ids = np.flatnonzero(keep)
+        remap = np.full(kit.num_vertices, -1)
+        remap[self.vertex_ids] = np.arange(len(self.vertex_ids))
+        self.faces = torch.from_numpy(remap[kit.triangles[tri_keep]]).long()
+        scale, center = np.float32(frame.scale), np.asarray(frame.center, np.float32)
+        self.neutral = torch.from_numpy((kit.neutral[self.vertex_ids] - center) / scale)
+        self.identity = torch.from_numpy(kit.identity[:, self.vertex_ids] / scale)
+        self.expression = torch.from_numpy(kit.expression[:, self.vertex_ids] / scale)
+        self.landmark_index = torch.from_numpy(remap[kit.landmarks68]).long()
+        # Per-vertex UV of the face part (tile 0) to colour it from the albedo map; other parts get flat colours.
+        face_a, face_b = kit.parts["face"]
+        vert_uv = np.full((len(self.vertex_ids), 2), -1.0, np.float32)
+        corner_v, corner_uv = kit.triangles.ravel(), kit.uv[kit.triangles_uv.ravel()]
+        tile0 = (corner_uv[:, 0] <= 1) & (corner_v >= face_a) & (corner_v < face_b)
+        vert_uv[remap[corner_v[tile0]]] = corner_uv[tile0]
+        self.vertex_uv = torch.from_numpy(vert_uv)
+        self.is_face = torch.from_numpy(vert_uv[:, 0] >= 0)
+        head = remap[np.arange(*kit.parts["head_and_neck"])]
+        self.is_scalp = torch.zeros(len(self.vertex_ids), dtype=torch.bool)
+        self.is_scalp[head[kit.neutral[np.arange(*kit.parts["head_and_neck"]), 1] > 6.0]] = True
+        self.is_eye = torch.zeros(len(self.vertex_ids), dtype=torch.bool)
+        for part in ("eyeball_left", "eyeball_right"):
+            self.is_eye[remap[np.arange(*kit.parts[part])]] = True
+        layout = model.layout
+        self.uv_mask = torch.from_numpy(layout.mask)
+        self.region_labels = torch.from_numpy(model.topology.region_labels.astype(np.int64))
+        # A_id / A_exp are rasterized from the full ICT arrays at the layout's pixels.
+        self.pixel_vertices = torch.from_numpy(layout.pixel_vertices).long()
+        self.pixel_bary = torch.from_numpy(layout.pixel_bary)
+        self.flat_index = torch.from_numpy(layout.flat_index).long()
+        self.full_identity = torch.from_numpy(kit.identity / scale)
+        self.full_expression = torch.from_numpy(kit.expression / scale)
+        self.full_neutral = torch.from_numpy((kit.neutral - center) / scale)
+
+    def _to_uv(self, per_vertex: torch.Tensor) -> torch.Tensor:
+        """(B, N_ict, 3) -> (B, 3, S, S), zero outside the mask."""
+        b, s = per_vertex.shape[0], self.model.size
+        corners = per_vertex[:, self.pixel_vertices]  # (B, P, 3, 3)
+        values = (corners * self.pixel_bary[None, :, :, None]).sum(2)
+        out = per_vertex.new_zeros(b, s * s, 3)
+        out[:, self.flat_index] = values
+        return out.reshape(b, s, s, 3).permute(0, 3, 1, 2)
+
+    def batch(self, seed: int, index: int, batch_size: int) -> SynthBatch:
+        rng = np.random.default_rng([seed, index])
+        g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        st, b, h = self.settings, batch_size, self.settings.image_size
+        kit = self.model.kit
+        ids = torch.from_numpy(rng.standard_normal((b, 100)).astype(np.float32) * st.identity_std)
+        exp_np, cats = sample_expressions(kit.expression_names, b, rng)
+        exp = torch.from_numpy(exp_np)
+        verts = self.neutral + blend(self.identity, ids) + blend(self.expression, exp)
+        p_h = self._sample_pose(rng, b)
+        p_l = self._sample_lighting(rng, b)
+        albedo = self._sample_albedo(rng, g, b)
+        colours = self._vertex_colours(rng, albedo)
+        camera = pose_to_camera(p_h, h)
+        out = render_mesh(verts, self.faces, camera, RenderSettings(image_size=h), vertex_colors=colours,
+                          sh_coeffs=p_l.reshape(b, 9, 3))
+        image = out.image.permute(0, 3, 1, 2).clamp(0, 1)
+        background = self._background(g, b, h)
+        image = torch.where(out.mask[:, None], image, background)
+        screen = camera.transform_points_screen(verts[:, self.landmark_index])
+        a_id = self._to_uv(self.full_neutral + blend(self.full_identity, ids))
+        a_exp = self._to_uv(blend(self.full_expression, exp))
+        return SynthBatch(
+            image=image, a_id=a_id, a_exp=a_exp, albedo=albedo, p_l=p_l, p_h=p_h,
+            landmarks=screen[..., :2], face_mask=out.mask, uv_visible=self._uv_visibility(a_id + a_exp, camera, out),
+            category=torch.from_numpy(cats), id_coeffs=ids, exp_weights=exp,
+        )
+
+    def _sample_pose(self, rng, b) -> torch.Tensor:
+        st = self.settings
+        # Half the faces near-frontal, the rest spread to the profile: real photos hold few profiles.
+        yaw = np.where(rng.random(b) < 0.5, rng.uniform(-30, 30, b), rng.uniform(-st.max_yaw_degrees, st.max_yaw_degrees, b))
+        pitch = np.clip(rng.normal(0, st.max_pitch_degrees / 3, b), -st.max_pitch_degrees, st.max_pitch_degrees)
+        roll = np.clip(rng.normal(0, st.max_roll_degrees / 3, b), -st.max_roll_degrees, st.max_roll_degrees)
+        tx, ty = rng.normal(0, st.translation_std, (2, b))
+        log_s = np.log(rng.uniform(*st.scale_range, b))
+        pose = np.stack([np.deg2rad(yaw), np.deg2rad(pitch), np.deg2rad(roll), tx, ty, log_s], 1)
+        return torch.from_numpy(pose.astype(np.float32))
+
+    @staticmethod
+    def _sample_lighting(rng, b) -> torch.Tensor:
+        """SH irradiance: a tinted ambient term, a random key light direction, weak second order."""
+        sh = np.zeros((b, 9, 3), np.float32)
+        tint = rng.uniform(0.85, 1.15, (b, 1, 3))
+        sh[:, 0] = rng.uniform(0.6, 1.0, (b, 1)) * 1.0
+        direction = rng.normal(0, 1, (b, 3)) + [0, 0.5, 1.5]
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        strength = rng.uniform(0.0, 0.45, (b, 1))
+        sh[:, 1:4] = (direction[:, [1, 2, 0]] * strength)[:, :, None]  # SH order y, z, x
+        sh[:, 4:] = rng.normal(0, 0.05, (b, 5, 1))
+        return torch.from_numpy((sh * tint).reshape(b, 27).astype(np.float32))
+
+    def _sample_albedo(self, rng, g, b) -> torch.Tensor:
+        """(B, 3, S, S) procedural albedo over the whole UV square (skin, lips, brows, spots, noise)."""
+        s = self.model.size
+        tone = rng.beta(2, 2, (b, 1))
+        base = SKIN_LIGHT * (1 - tone) + SKIN_DARK * tone
+        base = base * rng.uniform(0.92, 1.08, (b, 3))
+        albedo = torch.from_numpy(base.astype(np.float32))[:, :, None, None].expand(b, 3, s, s).clone()
+        low = F.interpolate(torch.rand(b, 3, 6, 6, generator=g) - 0.5, size=(s, s), mode="bicubic", align_corners=False)
+        albedo = albedo * (1 + 0.15 * low) + 0.03 * (torch.rand(b, 1, s, s, generator=g) - 0.5)
+        labels = self.region_labels
+        lips = F.avg_pool2d((labels == 7).float()[None, None], 3, 1, 1)[0]  # mouth region, softened
+        lip_colour = torch.from_numpy(rng.uniform([0.45, 0.15, 0.15], [0.8, 0.4, 0.4], (b, 3)).astype(np.float32))
+        albedo = albedo * (1 - 0.6 * lips) + 0.6 * lips * lip_colour[:, :, None, None]
+        brows = ((labels == 2) | (labels == 3)).float()[None, None]
+        hair = torch.from_numpy(rng.uniform(0.05, 0.35, (b, 1)).astype(np.float32)).expand(b, 3)[:, :, None, None]
+        albedo = albedo * (1 - 0.7 * brows) + 0.7 * brows * hair
+        spots = (torch.rand(b, 1, s, s, generator=g) < torch.from_numpy(rng.uniform(0, 0.004, (b, 1, 1, 1)).astype(np.float32))).float()
+        albedo = albedo * (1 - 0.3 * F.max_pool2d(spots, 3, 1, 1))
+        return albedo.clamp(0.02, 1.0)
+
+    def _vertex_colours(self, rng, albedo: torch.Tensor) -> torch.Tensor:
+        b = albedo.shape[0]
+        grid = torch.stack([self.vertex_uv[:, 0] * 2 - 1, 1 - self.vertex_uv[:, 1] * 2], -1)[None, None].expand(b, 1, -1, 2)
+        colours = F.grid_sample(albedo, grid, align_corners=False)[:, :, 0].permute(0, 2, 1)  # (B, N, 3)
+        skin = albedo.mean(dim=(2, 3))[:, None]
+        hair = torch.from_numpy(rng.uniform(0.03, 0.4, (b, 1, 1)).astype(np.float32)).expand(b, 1, 3)
+        colours = torch.where(self.is_face[None, :, None], colours, skin)
+        colours = torch.where(self.is_scalp[None, :, None], hair, colours)
+        return torch.where(self.is_eye[None, :, None], torch.full_like(colours, 0.8), colours)
+
+    @staticmethod
+    def _background(g, b, h) -> torch.Tensor:
+        coarse = torch.rand(b, 3, 5, 5, generator=g)
+        smooth = F.interpolate(coarse, size=(h, h), mode="bicubic", align_corners=False)
+        return (smooth + 0.05 * torch.randn(b, 3, h, h, generator=g)).clamp(0, 1)
+
+    def _uv_visibility(self, a_full, camera, out) -> torch.Tensor:
+        """(B, S, S) bool: UV pixels whose surface point is the front-most one at its image pixel."""
+        b, s = a_full.shape[0], self.model.size
+        points = a_full.permute(0, 2, 3, 1).reshape(b, s * s, 3)
+        screen = camera.transform_points_screen(points)
+        h = out.depth.shape[-1]
+        col = screen[..., 0].floor().long().clamp(0, h - 1)
+        row = screen[..., 1].floor().long().clamp(0, h - 1)
+        idx = torch.arange(b)[:, None]
+        depth = out.depth[idx, row, col]
+        covered = out.mask[idx, row, col]
+        tol = 0.05  # canonical units (~9 mm): slack for depth interpolated across a pixel on slopes
+        visible = covered & (screen[..., 2] <= depth + tol) & self.uv_mask.reshape(1, -1)
+        return visible.reshape(b, s, s)
+
+
+__all__ = ["CATEGORIES", "SynthBatch", "SynthFaceGenerator", "SynthSettings"]
