@@ -55,3 +55,41 @@ def test_cosine_and_yaw_bins():
     assert metrics.cosine_similarity(np.array([1.0, 0]), np.array([2.0, 0])) == pytest.approx(1)
     assert metrics.cosine_similarity(np.array([1.0, 0]), np.array([0, 3.0])) == pytest.approx(0)
     assert [metrics.yaw_bin(y) for y in (-10, 29.9, 30, -59, 60, 95)] == ["[0,30)", "[0,30)", "[30,60)", "[30,60)", "[60,90]", "[60,90]"]
+
+
+def test_held_out_design_is_balanced_and_fixed():
+    from training.evaluate.synthetic import YAW_BINS, held_out_design
+
+    cats, yaws = held_out_design(210)
+    cats2, yaws2 = held_out_design(210)
+    np.testing.assert_array_equal(yaws, yaws2)
+    assert np.bincount(cats).tolist() == [30] * 7
+    counts = [np.sum((np.abs(yaws) >= lo) & (np.abs(yaws) < hi)) for lo, hi in YAW_BINS]
+    assert counts == [70, 70, 70]
+
+
+def test_expression_error_of_a_perfect_and_a_neutral_predictor(uv_models):
+    """Ground truth scores ~0; predicting the mean face scores worse; dropping A_exp costs accuracy."""
+    import torch
+
+    from training.evaluate.synthetic import HELD_OUT_SEED, evaluate_expressions, held_out_design
+    from training.synth import SynthFaceGenerator, SynthSettings
+
+    model = uv_models[64]
+    gen = SynthFaceGenerator(model, SynthSettings(image_size=32))
+    cats, yaws = held_out_design(21)
+    truth = gen.batch(HELD_OUT_SEED, 0, 21, categories=cats, yaw_degrees=yaws)
+    lookup = {float(img.sum()): (truth.a_id[i].numpy(), truth.a_exp[i].numpy()) for i, img in enumerate(truth.image)}
+
+    def oracle(images):
+        pairs = [lookup[float(torch.from_numpy(img).sum())] for img in images]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    perfect = evaluate_expressions(oracle, model, 32, size=21, batch_size=21)
+    assert perfect["overall"]["mm"] < 1e-3 and perfect["overall"]["n"] == 21
+    no_expression = evaluate_expressions(oracle, model, 32, size=21, batch_size=21, with_expression=False)
+    assert no_expression["overall"]["mm"] > 0.5
+    mean_face = np.broadcast_to(model.identity_map().transpose(2, 0, 1), (21, 3, 64, 64))
+    neutral = evaluate_expressions(lambda x: (mean_face[: len(x)], np.zeros_like(mean_face[: len(x)])), model, 32, size=21, batch_size=21)
+    assert neutral["overall"]["mm"] > no_expression["overall"]["mm"]
+    assert set(neutral["by_category"]) == {"neutral", "anger", "disgust", "fear", "happy", "sad", "surprise"}

@@ -111,16 +111,21 @@ class SynthFaceGenerator:
         out[:, self.flat_index] = values
         return out.reshape(b, s, s, 3).permute(0, 3, 1, 2)
 
-    def batch(self, seed: int, index: int, batch_size: int) -> SynthBatch:
+    def batch(self, seed: int, index: int, batch_size: int, categories: np.ndarray | None = None,
+              yaw_degrees: np.ndarray | None = None) -> SynthBatch:
+        """Sample ``batch_size`` faces; ``categories`` (B,) and ``yaw_degrees`` (B,) fix those draws
+        (for balanced test sets)."""
         rng = np.random.default_rng([seed, index])
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         st, b, h = self.settings, batch_size, self.settings.image_size
         kit = self.model.kit
         ids = torch.from_numpy(rng.standard_normal((b, 100)).astype(np.float32) * st.identity_std)
-        exp_np, cats = sample_expressions(kit.expression_names, b, rng)
+        exp_np, cats = sample_expressions(kit.expression_names, b, rng, categories)
         exp = torch.from_numpy(exp_np)
         verts = self.neutral + blend(self.identity, ids) + blend(self.expression, exp)
         p_h = self._sample_pose(rng, b)
+        if yaw_degrees is not None:
+            p_h[:, 0] = torch.from_numpy(np.deg2rad(np.asarray(yaw_degrees, np.float32)))
         p_l = self._sample_lighting(rng, b)
         albedo = self._sample_albedo(rng, g, b)
         colours = self._vertex_colours(rng, albedo)
