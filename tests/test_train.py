@@ -19,3 +19,15 @@ def test_two_steps_checkpoint_and_resume(tmp_path, kit):
     rows = list(csv.DictReader((tmp_path / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
     assert all(float(r["total"]) > 0 for r in rows) and rows[1]["val_landmark_nme"] != ""
+
+
+def test_export_cli_writes_a_store_from_a_checkpoint(tmp_path, kit):
+    from service.model_store import load_model_store
+    from training.export.__main__ import main as export_main
+
+    ckpt = train_geometry(tiny(), tmp_path / "run", StageSettings(steps=1, batch_size=2, validate_every=10))
+    export_main(["--geometry", str(ckpt), "--untrained-texture", "--root", str(tmp_path / "store"),
+                 "--name", "tiny", "--version", "0.0.1"])
+    store = load_model_store(tmp_path / "store" / "tiny" / "0.0.1")
+    assert store.manifest["evaluation"]["trained"]["texture"].startswith("untrained")
+    assert store.manifest["config"]["name"] == "tiny"
