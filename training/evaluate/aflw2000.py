@@ -1,0 +1,140 @@
+"""AFLW2000-3D protocol (3DDFA's): 68-landmark NME by yaw bin, normalised by sqrt(w * h) of the
+ground-truth landmark box, with the face box derived from the ground-truth landmarks.
+
+Predictors are callables ``(image RGB uint8 (H, W, 3), box (x0, y0, x1, y1)) -> (68, 2 or 3)`` in
+image pixels. Built in: the service over HTTP (``service_predictor``), dlib's 68-point predictor
+on the same box, and the mean face placed in the box (both baselines).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import scipy.io as sio
+from PIL import Image
+
+from .metrics import nme_2d, nme_3d, yaw_bin
+
+Predictor = Callable[[np.ndarray, tuple[float, float, float, float]], np.ndarray]
+BINS = ("[0,30)", "[30,60)", "[60,90]")
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8
+    landmarks: np.ndarray  # (68, 3) pixels, z in the same scale
+    yaw_degrees: float
+
+    @property
+    def box(self) -> tuple[float, float, float, float]:
+        lo, hi = self.landmarks[:, :2].min(0), self.landmarks[:, :2].max(0)
+        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+def load_samples(folder: Path, limit: int | None = None) -> list[Sample]:
+    """Each ``imageNNNNN.jpg`` with its ``.mat``: ``pt3d_68`` (3, 68), ``Pose_Para`` (pitch, yaw, roll, ...)."""
+    out = []
+    for jpg in sorted(Path(folder).glob("*.jpg"))[:limit]:
+        mat = sio.loadmat(jpg.with_suffix(".mat"))
+        out.append(Sample(jpg.stem, np.asarray(Image.open(jpg).convert("RGB")), mat["pt3d_68"].T.astype(np.float64),
+                          float(np.rad2deg(mat["Pose_Para"][0, 1]))))
+    return out
+
+
+def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
+    """NME (2D, and 3D where the predictor gives z) overall, per yaw bin and the mean of the bins."""
+    per_bin: dict[str, list[float]] = {b: [] for b in BINS}
+    per_bin_3d: dict[str, list[float]] = {b: [] for b in BINS}
+    failures = []
+    for s in samples:
+        try:
+            pred = np.asarray(predict(s.image, s.box), np.float64)
+        except LookupError as error:  # no face found: counted, not scored
+            failures.append(f"{s.name}: {error}")
+            continue
+        per_bin[yaw_bin(s.yaw_degrees)].append(nme_2d(pred, s.landmarks))
+        if pred.shape[1] == 3:
+            per_bin_3d[yaw_bin(s.yaw_degrees)].append(nme_3d(pred, s.landmarks))
+
+    def table(groups):
+        scored = [v for vs in groups.values() for v in vs]
+        if not scored:
+            return None
+        bins = {b: (float(np.mean(v)) if v else None) for b, v in groups.items()}
+        filled = [v for v in bins.values() if v is not None]
+        return {"overall": float(np.mean(scored)), "bins": bins, "bin_mean": float(np.mean(filled)),
+                "n": {b: len(v) for b, v in groups.items()}}
+
+    return {"nme_2d": table(per_bin), "nme_3d": table(per_bin_3d), "failures": failures}
+
+
+def mean_face_predictor(mean_landmarks: np.ndarray) -> Predictor:
+    """Baseline: the mean face's frontal 68 landmarks (68, 2), y down, scaled and moved into the box."""
+    lo, hi = mean_landmarks.min(0), mean_landmarks.max(0)
+
+    def predict(image, box):
+        x0, y0, x1, y1 = box
+        unit = (mean_landmarks - lo) / (hi - lo)
+        return np.c_[x0 + unit[:, 0] * (x1 - x0), y0 + unit[:, 1] * (y1 - y0)]
+
+    return predict
+
+
+def dlib_predictor() -> Predictor:
+    """Baseline: dlib's 68-point shape predictor (from face_recognition_models) on the given box."""
+    import dlib
+
+    folder = Path(importlib.util.find_spec("face_recognition_models").origin).parent / "models"
+    shape_predictor = dlib.shape_predictor(str(folder / "shape_predictor_68_face_landmarks.dat"))
+
+    def predict(image, box):
+        rect = dlib.rectangle(*(int(round(v)) for v in box))
+        shape = shape_predictor(image, rect)
+        return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
+
+    return predict
+
+
+def service_predictor(url: str, use_detector: bool = False, timeout: float = 60.0) -> Predictor:
+    """The service's public API: ``POST {url}/v1/reconstruct`` with ``format=json`` (and the box)."""
+    import httpx
+
+    client = httpx.Client(base_url=url, timeout=timeout)
+
+    def predict(image, box):
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        data = {"format": "json", "faces": "largest"}
+        if not use_detector:
+            data["box"] = ",".join(f"{v:.1f}" for v in box)
+        r = client.post("/v1/reconstruct", files={"image": ("image.png", buf.getvalue(), "image/png")}, data=data)
+        if r.status_code == 422:
+            raise LookupError(r.json().get("detail", "no face"))
+        r.raise_for_status()
+        return np.asarray(r.json()["faces"][0]["landmarks68"], np.float64)
+
+    return predict
+
+
+def markdown(results: dict[str, dict]) -> str:
+    lines = ["| method | NME 2D [0,30) | [30,60) | [60,90] | mean of bins | overall | NME 3D overall | misses |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results.items():
+        t, t3 = r["nme_2d"], r["nme_3d"]
+        pct = lambda v: "–" if v is None else f"{100 * v:.2f} %"  # noqa: E731
+        lines.append(f"| {name} | " + " | ".join(pct(t["bins"][b]) for b in BINS)
+                     + f" | {pct(t['bin_mean'])} | {pct(t['overall'])} | {pct(t3['overall']) if t3 else '–'} | {len(r['failures'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: dict[str, dict], out: Path, header: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "aflw2000.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "aflw2000.md").write_text(f"# AFLW2000-3D (dev subset)\n\n{header}\n\n" + markdown(results))
