@@ -1,0 +1,37 @@
+# facerecon service. CPU image by default; GPU image with --build-arg VARIANT=gpu.
+#   docker build -t facerecon .                        # CPU, onnxruntime
+#   docker build -t facerecon:gpu --build-arg VARIANT=gpu .   # CUDA runtime, onnxruntime-gpu
+ARG VARIANT=cpu
+ARG CPU_BASE=python:3.11-slim-bookworm
+ARG GPU_BASE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+
+# ---- build: wheels for the service's dependencies (no torch: the service never imports training)
+FROM python:3.11-slim-bookworm AS build
+ARG VARIANT
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY training/__init__.py ./training/__init__.py
+RUN extra=$([ "$VARIANT" = "gpu" ] && echo gpu || echo serve) \
+ && pip wheel --no-cache-dir --wheel-dir /wheels ".[$extra]"
+
+# ---- runtime bases
+FROM ${CPU_BASE} AS runtime-cpu
+FROM ${GPU_BASE} AS runtime-gpu
+RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3-pip \
+ && ln -sf /usr/bin/python3.11 /usr/local/bin/python && rm -rf /var/lib/apt/lists/*
+ENV FACERECON_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
+
+FROM runtime-${VARIANT} AS runtime
+RUN useradd --create-home --uid 10001 facerecon
+COPY --from=build /wheels /wheels
+RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+WORKDIR /app
+COPY --chown=facerecon service ./service
+COPY --chown=facerecon model_store ./model_store
+USER facerecon
+ENV FACERECON_MODEL_STORE=/app/model_store FACERECON_HOST=0.0.0.0 FACERECON_PORT=8000
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"
+CMD ["python", "-m", "service"]

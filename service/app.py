@@ -1,0 +1,147 @@
+"""The FastAPI application: ``create_app(settings)`` wires settings, metrics, the engine and the routes.
+
+The engine loads in a background thread so that the liveness probe answers at once and readiness
+turns true only once both graphs are loaded and warm.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import errors
+from service.metrics import Metrics
+from service.model_store import ModelStoreError, find_model_store
+from service.routes import router
+from service.settings import Settings
+
+log = logging.getLogger("service")
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def problem_response(problem: errors.Problem, request: Request) -> JSONResponse:
+    return JSONResponse(problem.document(request.url.path), status_code=problem.status,
+                        media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    def load_engine(app: FastAPI) -> None:
+        from service.engine.pipeline import Engine  # onnxruntime and dlib load here, off the event loop
+
+        try:
+            engine = Engine(settings, metrics)
+        except Exception as error:  # noqa: BLE001 - reported by the readiness probe and the log
+            log.exception("model failed to load")
+            app.state.load_error = str(error)
+            return
+        app.state.engine = engine
+        metrics.model_info.labels(name=engine.model.name, version=engine.model.version,
+                                  providers=",".join(engine.model.providers)).set(1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loader = threading.Thread(target=load_engine, args=(app,), name="model-loader", daemon=True)
+        loader.start()
+        yield
+        loader.join(timeout=60)
+        if app.state.engine is not None:
+            app.state.engine.close()
+
+    app = FastAPI(title="facerecon", version="0.1.0", lifespan=lifespan,
+                  summary="Photo in, textured 3D face mesh out (expression-aware dual-stream network).")
+    app.state.settings, app.state.metrics = settings, metrics
+    app.state.engine, app.state.load_error = None, None
+    app.state.limiter = anyio.CapacityLimiter(settings.workers)
+    app.state.model_ref = served_model(settings)
+    app.include_router(router)
+    install_error_handlers(app)
+    install_middleware(app)
+    return app
+
+
+def served_model(settings: Settings) -> tuple[str, str]:
+    """(name, version) from the store's folder names, known before the model has loaded."""
+    try:
+        folder = find_model_store(settings.model_store, settings.model_name, settings.model_version)
+        return folder.parent.name, folder.name
+    except ModelStoreError:
+        return settings.model_name or "unknown", settings.model_version or "unknown"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.Problem)
+    async def on_problem(request: Request, problem: errors.Problem):
+        return problem_response(problem, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, error: StarletteHTTPException):
+        title = {404: "Not found", 405: "Method not allowed"}.get(error.status_code, "HTTP error")
+        slug = title.lower().replace(" ", "-")
+        problem = errors.Problem(error.status_code, slug, title, str(error.detail), headers=dict(error.headers or {}))
+        return problem_response(problem, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, error: RequestValidationError):
+        fields = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in error.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields) or "invalid request"
+        problem = errors.Problem(422, "invalid-request", "Invalid request", detail, errors=jsonable_encoder(fields))
+        return problem_response(problem, request)
+
+
+def install_middleware(app: FastAPI) -> None:
+    metrics: Metrics = app.state.metrics
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        incoming = request.headers.get("x-request-id", "")
+        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        start = time.perf_counter()
+        settings: Settings = app.state.settings
+        length = request.headers.get("content-length", "")
+        try:
+            if length.isdigit() and int(length) > settings.max_upload_bytes * settings.max_batch_images + 65536:
+                # Refused before the multipart body is read and spooled.
+                response = problem_response(errors.too_large(
+                    f"the request body is {length} bytes, over the limit",
+                    max_upload_bytes=settings.max_upload_bytes), request)
+            else:
+                response = await call_next(request)
+        except Exception:  # noqa: BLE001 - the catch-all that keeps errors in problem+json
+            log.exception("unhandled error on %s", request.url.path)
+            response = problem_response(errors.Problem(500, "internal-error", "Internal error",
+                                                       "an unexpected error occurred; it has been logged"), request)
+        name, version = engine_ref(app)
+        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Model-Name"], response.headers["X-Model-Version"] = name, version
+        if request.url.path.startswith("/v1/"):
+            metrics.request_duration.observe(time.perf_counter() - start)
+            metrics.requests.labels(outcome=outcome(response.status_code)).inc()
+        return response
+
+
+def engine_ref(app: FastAPI) -> tuple[str, str]:
+    engine = app.state.engine
+    return (engine.model.name, engine.model.version) if engine is not None else app.state.model_ref
+
+
+def outcome(status: int) -> str:
+    if status < 400:
+        return "success"
+    if status == 503:
+        return "rejected"
+    return "client_error" if status < 500 else "error"

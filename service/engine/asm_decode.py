@@ -1,0 +1,87 @@
+"""Stage ``decode_asm``: the Attribute Spatial Maps and p_h -> vertices, landmarks, pose, blendshapes.
+
+All positions come out in photo pixels (x right, y down) with z in the same pixel scale, positive
+away from the camera (so x, y, z is right-handed), relative to the head origin's depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .align import Crop
+from .camera import Camera
+from .topology import MeshTopology
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    a_full: np.ndarray  # (3, S, S) canonical A = A_id + A_exp
+    vertices_id: np.ndarray  # (V, 3) canonical A_id at the vertices
+    vertices_exp: np.ndarray  # (V, 3) canonical A_exp at the vertices
+    camera: Camera  # in crop pixels
+    crop: Crop
+    screen: np.ndarray  # (V, 3) crop pixels + canonical depth of every vertex of A
+    landmarks_photo: np.ndarray  # (68, 3) photo pixels
+    landmarks_crop: np.ndarray  # (68, 2) crop pixels
+    blendshapes: np.ndarray | None  # (53,) in [0, 1]
+    pose_degrees: tuple[float, float, float]  # yaw, pitch, roll
+    translation_px: tuple[float, float]  # photo position of the canonical origin
+    pixels_per_metre: float
+    lighting: np.ndarray  # (9, 3) SH coefficients
+
+    @property
+    def vertices_full(self) -> np.ndarray:
+        return self.vertices_id + self.vertices_exp
+
+
+def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
+               pose_fields: list[str] | None = None) -> FaceGeometry:
+    """``outputs``: one face's geometry-graph outputs without the batch axis."""
+    a_id, a_exp = outputs["a_id"].astype(np.float64), outputs["a_exp"].astype(np.float64)
+    a_full = a_id + a_exp
+    vid = a_id[:, topo.rows, topo.cols].T
+    vexp = a_exp[:, topo.rows, topo.cols].T
+    camera = Camera.from_pose(outputs["p_h"], crop.size, pose_fields)
+    screen = camera.project(vid + vexp)
+
+    landmarks_canonical = sample_bilinear(a_full, topo.landmarks_uv)
+    lm_screen = camera.project(landmarks_canonical)
+    # Crop pixels -> photo pixels; depth: canonical units -> the same pixels as x and y.
+    pixels_per_canonical = crop.size / 2.0 * camera.scale * crop.step
+    landmarks_photo = np.concatenate([crop.to_photo(lm_screen[:, :2]), lm_screen[:, 2:] * pixels_per_canonical], 1)
+
+    origin = camera.project(np.zeros(3))
+    metres_per_canonical = topo.units_per_canonical * topo.metres_per_unit
+    yaw, pitch, roll = (float(np.degrees(v)) for v in outputs["p_h"][:3])
+    return FaceGeometry(
+        a_full=a_full, vertices_id=vid, vertices_exp=vexp, camera=camera, crop=crop, screen=screen,
+        landmarks_photo=landmarks_photo, landmarks_crop=lm_screen[:, :2],
+        blendshapes=fit_blendshapes(vexp, topo),
+        pose_degrees=(yaw, pitch, roll),
+        translation_px=tuple(float(v) for v in crop.to_photo(origin[:2])),
+        pixels_per_metre=pixels_per_canonical / metres_per_canonical,
+        lighting=outputs["p_l"].reshape(9, 3).astype(np.float64),
+    )
+
+
+def fit_blendshapes(vertices_exp: np.ndarray, topo: MeshTopology) -> np.ndarray | None:
+    """Least-squares weights of A_exp on the expression basis, clipped to the rig's [0, 1]."""
+    if topo.expression_pinv is None:
+        return None
+    weights = topo.expression_pinv @ vertices_exp.reshape(-1).astype(np.float32)
+    return np.clip(weights, 0.0, 1.0)
+
+
+def sample_bilinear(maps: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(C, S, S) maps at (N, 2) continuous (x = col, y = row) points, pixel centres at integers -> (N, C)."""
+    size = maps.shape[-1]
+    x = np.clip(xy[:, 0], 0, size - 1)
+    y = np.clip(xy[:, 1], 0, size - 1)
+    x0 = np.minimum(np.floor(x).astype(np.intp), size - 2)
+    y0 = np.minimum(np.floor(y).astype(np.intp), size - 2)
+    fx, fy = x - x0, y - y0
+    top = maps[:, y0, x0] * (1 - fx) + maps[:, y0, x0 + 1] * fx
+    bottom = maps[:, y0 + 1, x0] * (1 - fx) + maps[:, y0 + 1, x0 + 1] * fx
+    return (top * (1 - fy) + bottom * fy).T

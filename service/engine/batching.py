@@ -1,0 +1,91 @@
+"""Dynamic micro-batching: concurrent requests' ONNX inputs run together in one call.
+
+A single worker thread takes the first waiting item, waits up to ``max_delay`` for more until
+``max_batch`` rows are collected, concatenates them along axis 0, runs the graph once and hands
+each caller its own rows back.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+Runner = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
+@dataclass
+class _Item:
+    feeds: dict[str, np.ndarray]
+    rows: int
+    future: Future = field(default_factory=Future)
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    def __init__(self, name: str, runner: Runner, max_batch: int, max_delay_s: float,
+                 on_batch: Callable[[int, list[float]], None] | None = None):
+        self.name, self.runner = name, runner
+        self.max_batch, self.max_delay_s = max_batch, max_delay_s
+        self.on_batch = on_batch  # (rows, per-item queue waits) for metrics
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, feeds: dict[str, np.ndarray]) -> Future:
+        """Queue inputs of any batch size; the future yields the outputs for exactly those rows."""
+        item = _Item(feeds, rows=len(next(iter(feeds.values()))))
+        self._queue.put(item)
+        return item.future
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.submit(feeds).result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        pending: _Item | None = None
+        while True:
+            first = pending or self._queue.get()
+            pending = None
+            if first is None:
+                return
+            batch, rows = [first], first.rows
+            deadline = time.perf_counter() + self.max_delay_s
+            while rows < self.max_batch:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if item is None or rows + item.rows > self.max_batch:
+                    pending = item  # runs next; a stop request ends the loop after this batch
+                    if item is None:
+                        self._queue.put(None)
+                        pending = None
+                    break
+                batch.append(item)
+                rows += item.rows
+            self._run(batch, rows)
+
+    def _run(self, batch: list[_Item], rows: int) -> None:
+        started = time.perf_counter()
+        if self.on_batch:
+            self.on_batch(rows, [started - item.submitted for item in batch])
+        try:
+            feeds = {k: np.concatenate([item.feeds[k] for item in batch]) for k in batch[0].feeds}
+            outputs = self.runner(feeds)
+        except Exception as error:  # every waiting caller must hear about it
+            for item in batch:
+                item.future.set_exception(error)
+            return
+        start = 0
+        for item in batch:
+            item.future.set_result([out[start:start + item.rows] for out in outputs])
+            start += item.rows

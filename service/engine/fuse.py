@@ -1,0 +1,47 @@
+"""Stage ``fuse``: the chosen ASM -> a mesh in metres (glTF conventions: Y up, metres, centred).
+
+The canonical frame is already x right, y up, z towards the viewer and centred on the neutral face
+region, so the vertices only need the manifest's scale; every mesh kind shares the same origin,
+which keeps an identity mesh and its expression aligned when overlaid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import errors
+
+from .asm_decode import FaceGeometry
+from .topology import MeshTopology
+
+MESH_KINDS = ("full", "identity", "expression")
+
+
+@dataclass(frozen=True)
+class Mesh:
+    vertices: np.ndarray  # (V, 3) float32 metres
+    triangles: np.ndarray  # (F, 3) int32
+    uv: np.ndarray  # (V, 2) float32, v up
+    texture: np.ndarray  # (T, T, 3) uint8
+    name: str
+
+
+def fuse_mesh(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str) -> Mesh:
+    """``full`` = A_id + A_exp; ``identity`` = A_id (neutral); ``expression`` = A_id + the 53-blendshape
+    fit of A_exp, i.e. the expression as an ARKit rig driven by the reported weights would show it."""
+    if kind == "full":
+        canonical = geo.vertices_full
+    elif kind == "identity":
+        canonical = geo.vertices_id
+    elif kind == "expression":
+        if geo.blendshapes is None or topo.expression_basis is None:
+            raise errors.bad_request("mesh=expression needs an expression basis, which this model store lacks")
+        delta = np.tensordot(geo.blendshapes, topo.expression_basis, axes=1)
+        canonical = geo.vertices_id + delta
+    else:
+        raise ValueError(f"unknown mesh kind {kind!r}")
+    metres = canonical * (topo.units_per_canonical * topo.metres_per_unit)
+    return Mesh(vertices=metres.astype(np.float32), triangles=topo.triangles, uv=topo.uv_coords,
+                texture=texture, name=name)

@@ -1,0 +1,115 @@
+"""Stage ``unwrap``: where each UV pixel lands in the crop (``uv_grid``) and whether it is seen there.
+
+A UV pixel is visible when its vertex faces the camera and nothing of the mesh lies in front of it
+(a z-buffer of the mesh's own triangles, rasterized here in numpy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .asm_decode import FaceGeometry
+from .topology import MeshTopology
+
+DEPTH_TOLERANCE = 0.05  # canonical units (~1 cm), as the synthetic ground truth uses
+
+
+@dataclass(frozen=True)
+class Unwrap:
+    uv_grid: np.ndarray  # (S, S, 2) float32, grid_sample's [-1, 1] (align_corners=False) in the crop
+    visibility: np.ndarray  # (S, S) bool
+    normals_view: np.ndarray  # (V, 3) unit vertex normals in the view frame (z towards the camera)
+
+    @property
+    def coverage(self) -> float:
+        return float(self.visibility.sum())
+
+
+def unwrap(geo: FaceGeometry, topo: MeshTopology) -> Unwrap:
+    s, n = topo.size, geo.crop.size
+    everywhere = geo.camera.project(geo.a_full.reshape(3, -1).T)  # every UV pixel, masked or not
+    uv_grid = (2.0 * everywhere[:, :2] / n - 1.0).reshape(s, s, 2).astype(np.float32)
+
+    normals = geo.camera.view(vertex_normals(geo.vertices_full, topo.triangles))
+    res = max(n, s)
+    cells = geo.screen.copy()
+    cells[:, :2] *= res / n
+    buffer = zbuffer(cells, topo.triangles, res)
+    col = np.floor(cells[:, 0]).astype(np.intp)
+    row = np.floor(cells[:, 1]).astype(np.intp)
+    inside = (col >= 0) & (col < res) & (row >= 0) & (row < res)
+    nearest = np.full(len(cells), np.inf)
+    nearest[inside] = buffer[row[inside], col[inside]]
+    # A cell's depth comes from its centre; on a slope a vertex sits up to a cell's worth deeper.
+    cell_canonical = 2.0 / (res * geo.camera.scale)
+    tolerance = DEPTH_TOLERANCE + 2.0 * cell_canonical
+    seen = inside & (normals[:, 2] > 0) & (cells[:, 2] <= nearest + tolerance)
+    visibility = np.zeros((s, s), bool)
+    visibility[topo.rows, topo.cols] = seen
+    return Unwrap(uv_grid=uv_grid, visibility=visibility, normals_view=normals)
+
+
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(V, 3) area-weighted unit normals; triangles are counter-clockwise seen from outside."""
+    tri = vertices[triangles]
+    face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    idx = triangles.reshape(-1)
+    per_corner = np.repeat(face, 3, axis=0)
+    summed = np.stack([np.bincount(idx, per_corner[:, k], minlength=len(vertices)) for k in range(3)], 1)
+    return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
+
+
+def zbuffer(points: np.ndarray, triangles: np.ndarray, res: int) -> np.ndarray:
+    """(res, res) nearest depth at each cell centre over the triangles; inf where none covers it.
+
+    ``points``: (V, 3) x, y in cell units (cell (i, j) covers [j, j+1) x [i, i+1)), depth (smaller =
+    nearer). Triangles are grouped by how many cells their bounding box spans so that each group is
+    one vectorised barycentric test over a k x k window.
+    """
+    buffer = np.full(res * res, np.inf)
+    tri = points[triangles]  # (F, 3, 3)
+    lo = np.ceil(tri[:, :, :2].min(1) - 0.5).astype(np.int64)  # first cell whose centre may be inside
+    hi = np.floor(tri[:, :, :2].max(1) - 0.5).astype(np.int64)
+    lo, hi = np.maximum(lo, 0), np.minimum(hi, res - 1)
+    span = (hi - lo + 1).max(1)
+    k = 1
+    while True:
+        group = np.flatnonzero((span > k // 2) & (span <= k)) if k > 1 else np.flatnonzero(span == 1)
+        if len(group):
+            _rasterize_group(buffer, tri[group], lo[group], k, res)
+        if k >= span.max(initial=0):
+            break
+        k *= 2
+    return buffer.reshape(res, res)
+
+
+def _rasterize_group(buffer: np.ndarray, tri: np.ndarray, lo: np.ndarray, k: int, res: int) -> None:
+    offsets = np.stack(np.meshgrid(np.arange(k), np.arange(k), indexing="xy"), -1).reshape(-1, 2)
+    cells = lo[:, None, :] + offsets[None]  # (G, k*k, 2) (col, row)
+    centre = cells + 0.5
+    a, b, c = tri[:, 0, None, :2], tri[:, 1, None, :2], tri[:, 2, None, :2]
+    area = _cross2(b - a, c - a)  # (G, 1)
+    ok = np.abs(area) > 1e-12
+    safe = np.where(ok, area, 1.0)
+    w0 = _cross2(b - centre, c - centre) / safe
+    w1 = _cross2(c - centre, a - centre) / safe
+    w2 = 1.0 - w0 - w1
+    inside = ok & (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & (cells[..., 0] < res) & (cells[..., 1] < res)
+    depth = w0 * tri[:, 0, None, 2] + w1 * tri[:, 1, None, 2] + w2 * tri[:, 2, None, 2]
+    flat = cells[..., 1] * res + cells[..., 0]
+    np.minimum.at(buffer, flat[inside], depth[inside])
+
+
+def _cross2(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def heatmaps(landmarks_crop: np.ndarray, size: int, sigma_at_128: float = 1.5) -> np.ndarray:
+    """(68, N, N) float32 Gaussians (peak 1) at the landmarks, in crop pixels; sigma scales with N."""
+    sigma = sigma_at_128 * size / 128.0
+    centres = np.arange(size) + 0.5
+    gx = np.exp(-((centres[None, :] - landmarks_crop[:, 0, None]) ** 2) / (2 * sigma**2))
+    gy = np.exp(-((centres[None, :] - landmarks_crop[:, 1, None]) ** 2) / (2 * sigma**2))
+    return (gy[:, :, None] * gx[:, None, :]).astype(np.float32)

@@ -1,0 +1,59 @@
+"""RFC 9457 problem details: every error the service returns is ``application/problem+json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROBLEM_TYPE_BASE = "https://facerecon.example/problems/"
+
+
+class Problem(Exception):
+    """An error with an HTTP status; ``extra`` members are added to the problem document."""
+
+    def __init__(self, status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None,
+                 **extra: Any):
+        super().__init__(detail)
+        self.status, self.slug, self.title, self.detail = status, slug, title, detail
+        self.headers = headers or {}
+        self.extra = extra
+
+    def document(self, instance: str | None = None) -> dict[str, Any]:
+        doc = {"type": PROBLEM_TYPE_BASE + self.slug, "title": self.title, "status": self.status,
+               "detail": self.detail, **self.extra}
+        if instance:
+            doc["instance"] = instance
+        return doc
+
+
+def too_large(detail: str, **extra) -> Problem:
+    return Problem(413, "too-large", "Payload too large", detail, **extra)
+
+
+def not_an_image(detail: str) -> Problem:
+    return Problem(415, "unsupported-media-type", "Not a supported image", detail)
+
+
+def undecodable(detail: str) -> Problem:
+    return Problem(400, "undecodable-image", "Image cannot be decoded", detail)
+
+
+def bad_request(detail: str, **extra) -> Problem:
+    return Problem(400, "bad-request", "Bad request", detail, **extra)
+
+
+def no_face(detail: str) -> Problem:
+    return Problem(422, "no-face", "No face found", detail)
+
+
+def face_too_small(side: float, minimum: int) -> Problem:
+    return Problem(422, "face-too-small", "Face too small",
+                   f"the largest face is {side:.0f} px across; the minimum is {minimum} px",
+                   face_px=round(side, 1), min_face_px=minimum)
+
+
+def overloaded(retry_after_s: int, detail: str = "the inference queue is full; retry later") -> Problem:
+    return Problem(503, "overloaded", "Service overloaded", detail, headers={"Retry-After": str(retry_after_s)})
+
+
+def not_ready(detail: str, retry_after_s: int) -> Problem:
+    return Problem(503, "not-ready", "Model not ready", detail, headers={"Retry-After": str(retry_after_s)})

@@ -1,0 +1,151 @@
+"""Every request option and response body of the HTTP API."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field, field_validator
+
+
+class Format(str, Enum):
+    glb = "glb"
+    obj = "obj"
+    json = "json"
+
+
+class TextureKind(str, Enum):
+    albedo = "albedo"
+    shaded = "shaded"
+    photo = "photo"
+
+
+class FaceSelection(str, Enum):
+    largest = "largest"
+    all = "all"
+
+
+class MeshKind(str, Enum):
+    full = "full"
+    identity = "identity"
+    expression = "expression"
+
+
+class Options(BaseModel):
+    """The options of ``POST /v1/reconstruct`` (multipart form fields next to ``image``)."""
+
+    format: Format = Format.glb
+    texture: TextureKind = TextureKind.albedo
+    faces: FaceSelection = FaceSelection.largest
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="x0,y0,x1,y1 in input pixels (after EXIF orientation); skips detection")
+    texture_size: int | None = Field(None, ge=16, description="side of the square texture; server default if absent")
+    mesh: MeshKind = MeshKind.full
+
+    @field_validator("box", mode="before")
+    @classmethod
+    def _parse_box(cls, value):
+        # A form field arrives as a one-element list when the field type is a sequence.
+        if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
+            value = value[0]
+        if isinstance(value, str):
+            parts = [p for p in value.replace(" ", "").split(",") if p]
+            if len(parts) != 4:
+                raise ValueError("box must be four numbers x0,y0,x1,y1")
+            value = tuple(float(p) for p in parts)
+        if value is not None:
+            if len(value) != 4:
+                raise ValueError("box must be four numbers x0,y0,x1,y1")
+            x0, y0, x1, y1 = (float(v) for v in value)
+            if not (x1 > x0 and y1 > y0) or min(value) < 0:
+                raise ValueError("box must satisfy 0 <= x0 < x1 and 0 <= y0 < y1")
+        return value
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Pose(BaseModel):
+    yaw: float = Field(description="degrees; positive turns the nose to the image's right")
+    pitch: float = Field(description="degrees; positive turns the nose down")
+    roll: float = Field(description="degrees; positive is counter-clockwise on screen")
+    translation: tuple[float, float] = Field(description="input-image pixels where the head origin projects")
+    scale: float = Field(description="input-image pixels per metre of the head")
+
+
+class Quality(BaseModel):
+    texture_coverage: float = Field(description="share of the face's UV texels seen in the photo, [0, 1]")
+    landmark_agreement: float | None = Field(
+        description="mean distance between the model's and dlib's 68 landmarks over the box diagonal "
+                    "(lower is better); null when dlib's predictor is unavailable")
+    pose_out_of_range: list[str] = Field(description="angles beyond the training range")
+
+
+class Face(BaseModel):
+    box: tuple[float, float, float, float]
+    score: float | None = Field(description="detector score (dlib's SVM margin); null for a caller's box")
+    detector: str
+    landmarks68: list[tuple[float, float, float]] = Field(
+        description="68 iBUG landmarks [x, y, z] in input pixels; z in the same scale, positive away from "
+                    "the camera, relative to the head origin")
+    pose: Pose
+    blendshapes: dict[str, float] | None = Field(
+        description="weights in [0, 1] keyed by the model's expression names, or by index when it has none")
+    lighting: list[list[float]] = Field(description="second-order SH, 9 coefficients x RGB")
+    quality: Quality
+
+
+class ReconstructResult(BaseModel):
+    model: ModelRef
+    faces: list[Face]
+    timings_ms: dict[str, float]
+
+
+class BatchItem(BaseModel):
+    filename: str | None
+    result: ReconstructResult | None = None
+    problem: dict | None = None
+
+
+class BatchResult(BaseModel):
+    model: ModelRef
+    items: list[BatchItem]
+
+
+class ProblemDocument(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+    detail: str | None = None
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int | str]
+
+
+class ModelMetadata(BaseModel):
+    """Open Inference Protocol model metadata, plus the texture graph and the providers in use."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parts: dict[str, dict[str, list[TensorMetadata]]]
+    providers: list[str]
+    input_size: int
+    uv_size: int
+    evaluation: dict

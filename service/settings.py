@@ -1,0 +1,54 @@
+"""All service settings in one place; each can be set from the environment as ``FACERECON_<NAME>``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACERECON_", protected_namespaces=())
+
+    # Which model to serve: <model_store>/<model_name>/<model_version>; None picks the only model
+    # and its highest version (service.model_store.find_model_store).
+    model_store: Path = Path("model_store")
+    model_name: str | None = None
+    model_version: str | None = None
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+
+    # onnxruntime
+    providers: list[str] = ["CPUExecutionProvider"]
+    intra_op_threads: int = Field(2, ge=0)  # 0 lets onnxruntime choose
+    tensorrt_cache_dir: Path | None = None
+
+    # Input limits
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard, checked before decoding
+    image_formats: list[str] = ["JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "PPM"]
+
+    # Detection
+    detect_max_side: int = Field(640, ge=64)  # dlib runs on a copy scaled to this long side
+    detect_upsample: int = Field(0, ge=0, le=2)
+    cnn_fallback: bool = False  # dlib's CNN detector when HOG finds nothing (about 1 s on a CPU)
+    min_face_px: int = Field(40, ge=1)  # smaller faces (box side in input pixels) are refused
+    crop_scale: float = Field(1.6, gt=1.0)  # crop side / detector box side; matches the synthetic head size
+
+    # Output
+    default_texture_size: int = Field(512, ge=16)
+    max_texture_size: int = Field(2048, ge=16)
+    max_batch_images: int = Field(8, ge=1)
+    # Poses beyond the training range are flagged in `quality` (degrees).
+    max_yaw_degrees: float = 90.0
+    max_pitch_degrees: float = 45.0
+    max_roll_degrees: float = 30.0
+
+    # Scheduling
+    workers: int = Field(4, ge=1)  # requests processed at once (pre/post-processing threads)
+    queue_size: int = Field(32, ge=1)  # requests admitted (running + waiting); beyond it, 503
+    max_batch_size: int = Field(8, ge=1)  # crops per ONNX call
+    max_batch_delay_ms: float = Field(5.0, ge=0)  # how long a batch waits for company
+    retry_after_s: int = Field(1, ge=0)

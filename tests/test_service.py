@@ -1,0 +1,308 @@
+"""The service over HTTP: the real app, real onnxruntime sessions on a tiny seeded model store,
+real dlib on a real photo, real trimesh reading the meshes back."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import struct
+import threading
+import time
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+import trimesh
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.engine.batching import MicroBatcher
+from service.engine.decode import decode_image
+from service.settings import Settings
+from service_fixtures import build_tiny_store, encode, noise_image, photo_path
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="session")
+def store_root(tmp_path_factory, kit):
+    return build_tiny_store(tmp_path_factory.mktemp("service_store"), kit)
+
+
+@pytest.fixture(scope="session")
+def client(store_root):
+    app = create_app(Settings(model_store=store_root, default_texture_size=128, queue_size=4))
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        deadline = time.monotonic() + 60
+        while test_client.get("/v2/health/ready").status_code != 200:
+            assert app.state.load_error is None, app.state.load_error
+            assert time.monotonic() < deadline, "model did not become ready"
+            time.sleep(0.05)
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def topology(store_root):
+    return np.load(store_root / "tiny" / "0.0.1" / "topology.npz")
+
+
+@pytest.fixture(scope="session")
+def photo() -> bytes:
+    path = photo_path()
+    if not path.is_file():
+        pytest.skip(f"real photo {path} absent (the shared eval photos are not checked out)")
+    return path.read_bytes()
+
+
+def post(client, data: bytes, filename: str = "photo.jpg", **options):
+    return client.post("/v1/reconstruct", files={"image": (filename, data, "application/octet-stream")},
+                       data={k: str(v) for k, v in options.items()})
+
+
+def assert_problem(response, status: int, slug: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    if slug:
+        assert body["type"].endswith("/" + slug), body
+    return body
+
+
+# --- health, metadata, headers ---------------------------------------------------------------------
+
+def test_health_and_model_headers(client):
+    live = client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
+    assert live.status_code == 200 and live.json() == {"live": True}
+    assert live.headers["X-Request-ID"] == "abc-123"
+    assert live.headers["X-Model-Name"] == "tiny" and live.headers["X-Model-Version"] == "0.0.1"
+    assert client.get("/v2/health/ready").json()["ready"] is True
+    assert len(client.get("/v2/health/live").headers["X-Request-ID"]) == 32  # generated when absent
+
+
+def test_model_metadata(client):
+    meta = client.get("/v2/models/tiny").json()
+    assert meta["name"] == "tiny" and meta["versions"] == ["0.0.1"]
+    assert meta["inputs"][0] == {"name": "image", "datatype": "FLOAT32", "shape": [-1, 3, 32, 32]}
+    assert [o["name"] for o in meta["parts"]["texture"]["outputs"]] == ["albedo", "linear_albedo"]
+    assert meta["providers"] == ["CPUExecutionProvider"]
+    assert_problem(client.get("/v2/models/other"), 404, "not-found")
+
+
+def test_unknown_route_and_method_are_problems(client):
+    response = assert_problem(client.get("/nowhere"), 404)
+    assert response["instance"] == "/nowhere"
+    wrong = client.get("/v1/reconstruct")
+    assert_problem(wrong, 405)
+    assert wrong.headers["X-Model-Name"] == "tiny"
+
+
+# --- reconstruction --------------------------------------------------------------------------------
+
+def test_json_figures_on_a_real_photo(client, photo, topology):
+    response = post(client, photo, format="json")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == {"name": "tiny", "version": "0.0.1"}
+    (face,) = body["faces"]
+    assert face["detector"] == "hog" and face["score"] > 0
+    x0, y0, x1, y1 = face["box"]
+    assert 0 <= x0 < x1 <= 413 and 0 <= y0 < y1 <= 551
+    assert len(face["landmarks68"]) == 68 and all(len(p) == 3 for p in face["landmarks68"])
+    assert set(face["pose"]) == {"yaw", "pitch", "roll", "translation", "scale"}
+    # The manifest carries no expression names, so the weights are keyed by index.
+    assert len(face["blendshapes"]) == topology["expression_basis"].shape[0] == 53
+    assert all(0.0 <= w <= 1.0 for w in face["blendshapes"].values())
+    assert np.array(face["lighting"]).shape == (9, 3)
+    assert 0.0 < face["quality"]["texture_coverage"] <= 1.0
+    assert face["quality"]["landmark_agreement"] >= 0.0
+    stages = {"decode", "detect", "align", "geometry", "decode_asm", "unwrap", "texture", "compose", "fuse", "export"}
+    assert stages <= set(body["timings_ms"])
+
+
+@pytest.mark.parametrize("texture", ["albedo", "shaded", "photo"])
+def test_glb_loads_back_with_topology_counts_and_texture(client, photo, topology, texture):
+    response = post(client, photo, format="glb", texture=texture, texture_size=64)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "model/gltf-binary"
+    scene = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False)
+    (mesh,) = scene.geometry.values()
+    assert len(mesh.vertices) == int(topology["uv_mask"].sum())
+    assert len(mesh.faces) == len(topology["triangles"])
+    material = mesh.visual.material
+    assert material.baseColorTexture is not None and material.baseColorTexture.size == (64, 64)
+    assert material.metallicFactor == 0.0
+    extent = mesh.vertices.max(0) - mesh.vertices.min(0)
+    assert extent.max() < 1.0  # metres: a face, not centimetres
+    # The figures travel in the glTF JSON chunk's asset extras.
+    length = struct.unpack_from("<I", response.content, 12)[0]
+    gltf = json.loads(response.content[20:20 + length])
+    assert gltf["asset"]["extras"]["faces"][0]["landmarks68"]
+
+
+def test_obj_zip_loads_back_with_its_texture(client, photo, topology, tmp_path):
+    response = post(client, photo, format="obj", texture_size=32)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert {"face_0.obj", "face_0.mtl", "result.json"} <= set(archive.namelist())
+        archive.extractall(tmp_path)
+    obj_lines = (tmp_path / "face_0.obj").read_text().splitlines()
+    assert sum(line.startswith("v ") for line in obj_lines) == int(topology["uv_mask"].sum())
+    mesh = trimesh.load(tmp_path / "face_0.obj", process=False)
+    # trimesh's OBJ reader keeps only the vertices some triangle uses (a few mask pixels have none).
+    assert len(mesh.vertices) == len(np.unique(topology["triangles"]))
+    assert len(mesh.faces) == len(topology["triangles"])
+    assert mesh.visual.material.image is not None and mesh.visual.material.image.size == (32, 32)
+
+
+@pytest.mark.parametrize("mesh_kind", ["identity", "expression"])
+def test_mesh_kinds(client, photo, topology, mesh_kind):
+    response = post(client, photo, format="glb", mesh=mesh_kind, texture_size=16)
+    assert response.status_code == 200, response.text
+    (mesh,) = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False).geometry.values()
+    assert len(mesh.vertices) == int(topology["uv_mask"].sum())
+
+
+def test_all_faces(client):
+    path = photo_path("emma.jpg")
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    faces = post(client, path.read_bytes(), format="json", faces="all").json()["faces"]
+    assert len(faces) == 2
+    assert faces[0]["box"] != faces[1]["box"]
+
+
+# --- bad input -------------------------------------------------------------------------------------
+
+def test_413_upload_too_large(client):
+    body = assert_problem(post(client, b"\0" * (20 * 1024 * 1024 + 1)), 413, "too-large")
+    assert body["max_upload_bytes"] == 20 * 1024 * 1024
+
+
+def test_413_decompression_bomb_refused_from_the_header():
+    png = bytearray(encode(Image.new("L", (8, 8)), "PNG"))
+    # Claim 50000 x 50000 pixels in IHDR (and fix its CRC); the guard must refuse before decoding.
+    png[16:24] = struct.pack(">II", 50_000, 50_000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    with pytest.raises(Exception) as raised:
+        decode_image(bytes(png), max_pixels=40_000_000, formats=["PNG"])
+    assert getattr(raised.value, "status", None) == 413
+
+
+def test_413_bomb_over_http(client):
+    png = bytearray(encode(Image.new("L", (8, 8)), "PNG"))
+    png[16:24] = struct.pack(">II", 50_000, 50_000)
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    assert_problem(post(client, bytes(png)), 413, "too-large")
+
+
+def test_415_not_an_image(client):
+    assert_problem(post(client, b"%PDF-1.4 this is not a photo", filename="x.pdf"), 415, "unsupported-media-type")
+
+
+def test_400_truncated_jpeg(client, photo):
+    assert_problem(post(client, photo[: len(photo) // 2]), 400, "undecodable-image")
+
+
+def test_422_blank_image_has_no_face(client):
+    blank = encode(Image.new("RGB", (320, 240), (128, 128, 128)), "PNG")
+    assert_problem(post(client, blank, format="json"), 422, "no-face")
+
+
+def test_422_face_too_small_reports_the_minimum(client):
+    body = assert_problem(post(client, encode(noise_image(), "PNG"), box="10,10,20,20"), 422, "face-too-small")
+    assert body["min_face_px"] == 40
+
+
+def test_422_invalid_option(client, photo):
+    assert_problem(post(client, photo, format="stl"), 422, "invalid-request")
+    assert_problem(post(client, photo, box="1,2,3"), 422, "invalid-request")
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("I;16", "PNG"),
+                                      ("P", "PNG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF")])
+def test_image_modes_accepted_with_a_box(client, mode, fmt):
+    image = noise_image(mode) if mode != "I;16" else Image.fromarray(
+        (np.random.default_rng(1).integers(0, 65535, (160, 200))).astype(np.uint16))
+    response = post(client, encode(image, fmt), format="json", box="40,30,160,150")
+    assert response.status_code == 200, response.text
+    assert response.json()["faces"][0]["detector"] == "caller"
+
+
+def test_sixteen_bit_greyscale_is_rescaled_not_clipped():
+    image = Image.fromarray(np.full((8, 8), 32896, np.uint16))  # mid-grey in 16 bits
+    rgb = decode_image(encode(image, "PNG"), max_pixels=100, formats=["PNG"])
+    assert rgb.shape == (8, 8, 3) and abs(int(rgb[0, 0, 0]) - 128) <= 1
+
+
+def test_exif_orientation_is_applied():
+    image = noise_image(size=(40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    rgb = decode_image(encode(image, "JPEG", exif=exif), max_pixels=10_000, formats=["JPEG"])
+    assert rgb.shape == (40, 20, 3)
+
+
+def test_503_with_retry_after_when_the_queue_is_full(client, photo):
+    engine = client.app.state.engine
+    with contextlib.ExitStack() as stack:
+        for _ in range(engine.settings.queue_size):
+            stack.enter_context(engine.admit())
+        response = post(client, photo, format="json")
+    assert_problem(response, 503, "overloaded")
+    assert response.headers["Retry-After"] == "1"
+    assert post(client, photo, format="json").status_code == 200  # admitted again once drained
+
+
+# --- batch, batching, metrics ----------------------------------------------------------------------
+
+def test_batch_endpoint_reports_each_image(client, photo):
+    files = [("images", ("a.jpg", photo, "image/jpeg")), ("images", ("b.txt", b"not an image", "text/plain"))]
+    response = client.post("/v1/reconstruct/batch", files=files, data={"format": "json"})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["items"]
+    assert first["filename"] == "a.jpg" and len(first["result"]["faces"]) == 1
+    assert second["problem"]["status"] == 415
+
+
+def test_micro_batcher_joins_concurrent_calls():
+    calls = []
+
+    def runner(feeds):
+        calls.append(len(feeds["x"]))
+        return [feeds["x"] * 2]
+
+    batcher = MicroBatcher("test", runner, max_batch=8, max_delay_s=0.2)
+    results = {}
+
+    def call(i):
+        results[i] = batcher({"x": np.full((i, 1), i)})[0]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert calls == [6]
+    for i in (1, 2, 3):
+        np.testing.assert_array_equal(results[i], np.full((i, 1), 2 * i))
+
+
+def test_metrics_exposed(client, photo):
+    post(client, photo, format="json")
+    text = client.get("/metrics").text
+    for name in ("facerecon_request_duration_seconds_bucket", 'facerecon_stage_duration_seconds_bucket{le="0.001",stage="detect"}',
+                 "facerecon_queue_duration_seconds", "facerecon_batch_size", "facerecon_queue_depth",
+                 'facerecon_inference_requests_total{outcome="success"}', "facerecon_faces_per_image",
+                 'facerecon_model_info{name="tiny",providers="CPUExecutionProvider",version="0.0.1"} 1.0'):
+        assert name in text, name
+
+
+def test_openapi_documents_the_routes(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/reconstruct", "/v1/reconstruct/batch", "/v2/health/live", "/v2/health/ready",
+            "/v2/models/{name}"} <= set(paths)
