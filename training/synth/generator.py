@@ -55,8 +55,10 @@ class SynthSettings:
     max_yaw_degrees: float = 90.0
     max_pitch_degrees: float = 45.0
     max_roll_degrees: float = 30.0
-    scale_range: tuple[float, float] = (0.95, 1.25)  # exp(log_scale): the neutral region spans 0.59-0.78 of the half-width
-    translation_std: float = 0.05
+    # exp(log_scale). The service crops 1.6x the face box; the 68-landmark box spans 0.42 s of the
+    # image, so s ~ 1.5 frames synthetic faces as the service frames real ones.
+    scale_range: tuple[float, float] = (1.3, 1.7)
+    translation_std: float = 0.06
 
 
 class SynthFaceGenerator:
