@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
+from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = anyio.CapacityLimiter(settings.workers)
     app.state.model_ref = served_model(settings)
     app.include_router(router)
+    # HTTP-level metrics (per handler template and status class) into the same registry as ours.
+    Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(app)
     install_error_handlers(app)
     install_middleware(app)
     return app

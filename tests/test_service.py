@@ -298,7 +298,8 @@ def test_metrics_exposed(client, photo):
     for name in ("facerecon_request_duration_seconds_bucket", 'facerecon_stage_duration_seconds_bucket{le="0.001",stage="detect"}',
                  "facerecon_queue_duration_seconds", "facerecon_batch_size", "facerecon_queue_depth",
                  'facerecon_inference_requests_total{outcome="success"}', "facerecon_faces_per_image",
-                 'facerecon_model_info{name="tiny",providers="CPUExecutionProvider",version="0.0.1"} 1.0'):
+                 'facerecon_model_info{name="tiny",providers="CPUExecutionProvider",version="0.0.1"} 1.0',
+                 'http_requests_total{handler="/v1/reconstruct",method="POST",status="2xx"}'):
         assert name in text, name
 
 

@@ -42,6 +42,7 @@ class Topology:
         weight_mask: (S, S) float32 the facial loss weight W.
         mirror_map: (S, S) int32 flat index of the left-right mirrored pixel, -1 where none.
         expression_basis: (53, V, 3) float32 blendshape deltas at the vertices, canonical units.
+        expression_names: the 53 ARKit names of ``expression_basis``'s rows.
         ict_vertex_ids: (Nr,) int32 ICT ids of the region's own vertices.
         ict_sample_index, ict_sample_weight: (Nr, 4) masked-bilinear taps that read an S x S map
             at those vertices' UVs, giving an ICT-topology mesh.
@@ -58,6 +59,7 @@ class Topology:
     weight_mask: np.ndarray
     mirror_map: np.ndarray
     expression_basis: np.ndarray
+    expression_names: tuple[str, ...]
     ict_vertex_ids: np.ndarray
     ict_sample_index: np.ndarray
     ict_sample_weight: np.ndarray
@@ -65,8 +67,9 @@ class Topology:
 
     def to_npz_dict(self) -> dict[str, np.ndarray]:
         """The arrays of ``topology.npz`` (key -> array)."""
-        out = {k: v for k, v in vars(self).items() if k != "size"}
+        out = {k: v for k, v in vars(self).items() if k not in ("size", "expression_names")}
         out["region_names"] = np.array(REGION_NAMES)
+        out["expression_names"] = np.array(self.expression_names)
         return out
 
 
@@ -94,6 +97,7 @@ def build_topology(kit: FaceKit, region: FaceRegion, layout: UVLayout, frame: Ca
         weight_mask=weight_mask(labels, landmarks_uv),
         mirror_map=mirror_map(mask),
         expression_basis=basis.astype(np.float32),
+        expression_names=kit.expression_names,
         ict_vertex_ids=region.vertex_ids.astype(np.int32),
         ict_sample_index=sampler.index.astype(np.int32),
         ict_sample_weight=sampler.weight,
