@@ -141,6 +141,7 @@ def test_glb_loads_back_with_topology_counts_and_texture(client, photo, topology
     length = struct.unpack_from("<I", response.content, 12)[0]
     gltf = json.loads(response.content[20:20 + length])
     assert gltf["asset"]["extras"]["faces"][0]["landmarks68"]
+    assert [image["mimeType"] for image in gltf["images"]] == ["image/jpeg"]  # the fast default
 
 
 def test_obj_zip_loads_back_with_its_texture(client, photo, topology, tmp_path):

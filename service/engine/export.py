@@ -24,11 +24,16 @@ def _trimesh(mesh: Mesh, material) -> trimesh.Trimesh:
     return trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.triangles, visual=visual, process=False)
 
 
-def export_glb(meshes: list[Mesh], figures: dict[str, Any]) -> bytes:
-    """A binary glTF: one node per face, PBR material (base colour texture, not metallic), figures in extras."""
+def export_glb(meshes: list[Mesh], figures: dict[str, Any], image_format: str = "jpeg") -> bytes:
+    """A binary glTF: one node per face, PBR material (base colour texture, not metallic), figures in extras.
+
+    ``image_format`` "jpeg" or "png": trimesh writes JPEG for images whose format says JPEG.
+    """
     scene = trimesh.Scene()
     for mesh in meshes:
-        material = PBRMaterial(name=f"{mesh.name}_material", baseColorTexture=Image.fromarray(mesh.texture),
+        texture = Image.fromarray(mesh.texture)
+        texture.format = "JPEG" if image_format == "jpeg" else None
+        material = PBRMaterial(name=f"{mesh.name}_material", baseColorTexture=texture,
                                metallicFactor=0.0, roughnessFactor=1.0, doubleSided=False)
         scene.add_geometry(_trimesh(mesh, material), geom_name=mesh.name, node_name=mesh.name)
 

@@ -157,7 +157,7 @@ class Engine:
         with timer("export"):
             document = result.model_dump(mode="json")
             if options.format is Format.glb:
-                body = export_glb(meshes, document)
+                body = export_glb(meshes, document, self.settings.glb_texture_format)
             elif options.format is Format.obj:
                 body = export_obj_zip(meshes, document)
             else:
