@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test install describe bench-render clean
+.PHONY: serve test install describe bench-render bench-synth clean
 
 $(PY):
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# Serves the newest model under model_store/ on :8000 (FACERECON_* settings apply).
+serve: $(STAMP)
+	$(PY) -m service --model-store model_store --host 0.0.0.0 --port 8000
+
 test: $(STAMP)
 	$(PY) -m pytest -q
 
@@ -26,6 +30,9 @@ describe: $(STAMP)
 
 bench-render: $(STAMP)
 	$(PY) benchmarks/render.py --out benchmarks/results/render.md
+
+bench-synth: $(STAMP)
+	$(PY) benchmarks/synth.py --out benchmarks/results/synth.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

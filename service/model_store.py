@@ -151,8 +151,10 @@ def find_model_store(root: str | Path, name: str | None = None, version: str | N
         raise ModelStoreError(f"{root}: model-store root does not exist")
     if name is None:
         models = _subfolders(root)
+        if not models:
+            raise ModelStoreError(f"{root}: holds no model; export one with `python -m training.export`")
         if len(models) != 1:
-            found = ", ".join(p.name for p in models) or "none"
+            found = ", ".join(p.name for p in models)
             raise ModelStoreError(f"{root}: expected exactly one model, found {found}; name one")
         model_dir = models[0]
     else:

@@ -390,3 +390,8 @@ def test_schema_path_argument(root, onnx_files, tmp_path):
     repo_schema = Path(__file__).resolve().parents[1] / "model_store" / "manifest.schema.json"
     assert load_model_store(moved / "dualface" / "0.1.0", schema_path=repo_schema).version == "0.1.0"
     assert not folder.exists()
+
+
+def test_find_in_an_empty_root_says_how_to_get_a_model(tmp_path):
+    with pytest.raises(ModelStoreError, match="holds no model; export one with `python -m training.export`"):
+        find_model_store(tmp_path)
