@@ -1,4 +1,4 @@
-"""The FastAPI application: ``create_app(settings)`` wires settings, metrics, the engine and the routes.
+"""The FastAPI application: ``create_app(settings)`` wires settings, metrics, the engine, the job store and the routes.
 
 The engine loads in a background thread so that the liveness probe answers at once and readiness
 turns true only once both graphs are loaded and warm.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
+from service.jobs import JobRunner, JobStore
 from service.metrics import Metrics
 from service.model_store import ModelStoreError, find_model_store
 from service.routes import router
@@ -58,15 +60,36 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         loader = threading.Thread(target=load_engine, args=(app,), name="model-loader", daemon=True)
         loader.start()
+        runner = start_jobs(app)
         yield
+        if runner is not None:
+            runner.stop(settings.job_shutdown_s)
         loader.join(timeout=60)
         if app.state.engine is not None:
             app.state.engine.close()
+        if app.state.jobs is not None:
+            app.state.jobs.close()
+            app.state.jobs = None
+
+    def start_jobs(app: FastAPI) -> JobRunner | None:
+        try:
+            app.state.jobs = JobStore.open(settings.job_store, settings.max_queued_jobs)
+        except (OSError, sqlite3.Error, ValueError) as error:
+            # Synchronous reconstruction needs no store (e.g. a read-only container without a volume):
+            # keep serving it, and let the job routes answer 503 with the reason.
+            log.error("job store %s cannot be opened: %s", settings.job_store, error)
+            app.state.jobs_error = f"the job store {settings.job_store!r} cannot be opened: {error}"
+            return None
+        # Workers wait for the engine themselves, so jobs are accepted while the model loads.
+        runner = JobRunner(app.state.jobs, lambda: app.state.engine, settings.job_workers, settings.job_poll_s)
+        runner.start()
+        return runner
 
     app = FastAPI(title="facerecon", version="0.1.0", lifespan=lifespan,
                   summary="Photo in, textured 3D face mesh out (expression-aware dual-stream network).")
     app.state.settings, app.state.metrics = settings, metrics
     app.state.engine, app.state.load_error = None, None
+    app.state.jobs, app.state.jobs_error = None, None  # opened by the lifespan
     app.state.limiter = anyio.CapacityLimiter(settings.workers)
     app.state.model_ref = served_model(settings)
     app.include_router(router)
@@ -131,7 +154,8 @@ def install_middleware(app: FastAPI) -> None:
         name, version = engine_ref(app)
         response.headers["X-Request-ID"] = request_id
         response.headers["X-Model-Name"], response.headers["X-Model-Version"] = name, version
-        if request.url.path.startswith("/v1/"):
+        # Reconstruction requests only: job submissions and polls would swamp the latency figures.
+        if request.url.path.startswith("/v1/reconstruct"):
             metrics.request_duration.observe(time.perf_counter() - start)
             metrics.requests.labels(outcome=outcome(response.status_code)).inc()
         return response

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from service import errors
 from service.engine.pipeline import Engine
+from service.jobs import JobStore
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -28,6 +29,14 @@ def get_engine(request: Request) -> Engine:
     return state.engine
 
 
+def get_jobs(request: Request) -> JobStore:
+    state = request.app.state
+    if state.jobs is None:
+        raise errors.not_ready(state.jobs_error or "the job store is not open", state.settings.retry_after_s)
+    return state.jobs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+JobsDep = Annotated[JobStore, Depends(get_jobs)]

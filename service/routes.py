@@ -11,11 +11,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import errors
-from service.dependencies import EngineDep, MetricsDep, SettingsDep
-from service.engine.pipeline import Engine
+from service.dependencies import EngineDep, JobsDep, MetricsDep, SettingsDep
+from service.engine.decode import open_image
+from service.engine.pipeline import Engine, checked_texture_size
+from service.jobs import Job, JobStore
 from service.schemas import (
-    BatchItem, BatchResult, Format, Live, ModelMetadata, Options, ProblemDocument, Ready, ReconstructResult,
-    TensorMetadata,
+    BatchItem, BatchResult, Format, JobInfo, JobStatus, Live, ModelMetadata, Options, ProblemDocument, Ready,
+    ReconstructResult, TensorMetadata,
 )
 from service.settings import Settings
 
@@ -25,12 +27,20 @@ PROBLEM_RESPONSES = {
     code: {"model": ProblemDocument, "content": {"application/problem+json": {}}, "description": text}
     for code, text in {400: "Undecodable image or invalid option", 413: "Upload or image too large",
                        415: "Not a supported image", 422: "No face, face too small or invalid field",
-                       503: "Queue full or model not ready (see Retry-After)"}.items()
+                       503: "Queue full or model not ready (see Retry-After)",
+                       404: "No such job", 409: "The job has not succeeded (yet)"}.items()
 }
 MESH_RESPONSES = {200: {"content": {"model/gltf-binary": {}, "application/zip": {}, "application/json": {}},
                         "model": ReconstructResult,
                         "description": "GLB, OBJ zip (OBJ + MTL + PNG + result.json) or JSON"}}
 EXTENSIONS = {"glb": "glb", "obj": "zip", "json": "json"}
+
+
+def problems(*codes: int) -> dict:
+    return {code: PROBLEM_RESPONSES[code] for code in codes}
+
+
+INPUT_PROBLEMS = problems(400, 413, 415, 422, 503)
 
 
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
@@ -47,7 +57,7 @@ async def run_engine(request: Request, engine: Engine, data: bytes, options: Opt
                                               limiter=request.app.state.limiter)
 
 
-@router.post("/v1/reconstruct", responses={**MESH_RESPONSES, **PROBLEM_RESPONSES}, summary="Photo in, 3D face out")
+@router.post("/v1/reconstruct", responses={**MESH_RESPONSES, **INPUT_PROBLEMS}, summary="Photo in, 3D face out")
 async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep,
                       image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or TIFF")],
                       options: Annotated[Options, Form()]) -> Response:
@@ -59,7 +69,7 @@ async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep
     return Response(out.body, media_type=out.media_type, headers=headers)
 
 
-@router.post("/v1/reconstruct/batch", response_model=BatchResult, responses=PROBLEM_RESPONSES,
+@router.post("/v1/reconstruct/batch", response_model=BatchResult, responses=INPUT_PROBLEMS,
              summary="Several photos in one request; JSON figures per photo")
 async def reconstruct_batch(request: Request, engine: EngineDep, settings: SettingsDep,
                             images: Annotated[list[UploadFile], File(description="up to max_batch_images photos")],
@@ -80,6 +90,50 @@ async def reconstruct_batch(request: Request, engine: EngineDep, settings: Setti
     # Side by side, so that the photos share micro-batches.
     items = await asyncio.gather(*(one(u) for u in images))
     return BatchResult(model=engine.ref, items=list(items))
+
+
+async def find_job(jobs: JobStore, job_id: str) -> Job:
+    job = await anyio.to_thread.run_sync(jobs.get, job_id)
+    if job is None:
+        raise errors.Problem(404, "not-found", "No such job", f"there is no job {job_id!r}")
+    return job
+
+
+@router.post("/v1/jobs", status_code=202, response_model=JobInfo, responses=INPUT_PROBLEMS,
+             summary="Queue a reconstruction (same fields as /v1/reconstruct); poll Location, then fetch /result")
+async def submit_job(response: Response, jobs: JobsDep, settings: SettingsDep,
+                     image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or TIFF")],
+                     options: Annotated[Options, Form()]) -> JobInfo:
+    data = await read_upload(image, settings)
+    # What can be refused without the model is refused now, rather than as a failed job later.
+    open_image(data, max_pixels=settings.max_pixels, formats=settings.image_formats)
+    checked_texture_size(options, settings)
+    job = await anyio.to_thread.run_sync(jobs.submit, data, options, image.filename)  # fsyncs: off the loop
+    if job is None:
+        raise errors.overloaded(settings.retry_after_s, f"{settings.max_queued_jobs} jobs are already waiting")
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job.info()
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobInfo, responses=problems(404), summary="A job's status")
+async def job_status(job_id: str, jobs: JobsDep) -> JobInfo:
+    return (await find_job(jobs, job_id)).info()
+
+
+@router.get("/v1/jobs/{job_id}/result", responses={**MESH_RESPONSES, **problems(404, 409)},
+            summary="A succeeded job's result: the bytes /v1/reconstruct would have returned")
+async def job_result(job_id: str, jobs: JobsDep, settings: SettingsDep) -> Response:
+    job = await find_job(jobs, job_id)
+    if job.status is JobStatus.failed:
+        raise errors.Problem(409, "job-failed", "Job failed", f"the job failed: {job.problem['detail']}",
+                             problem=job.problem)
+    if job.status is not JobStatus.succeeded:
+        raise errors.Problem(409, "job-not-finished", "Job not finished", f"the job is {job.status.value}",
+                             headers={"Retry-After": str(settings.retry_after_s)})
+    body = await anyio.to_thread.run_sync(jobs.result, job_id)
+    extension = EXTENSIONS[job.options.format.value]
+    return Response(body, media_type=job.media_type,
+                    headers={"Content-Disposition": f'attachment; filename="face.{extension}"'})
 
 
 @router.get("/v2/health/live", response_model=Live)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from enum import Enum
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class Format(str, Enum):
@@ -44,21 +46,20 @@ class Options(BaseModel):
     @field_validator("box", mode="before")
     @classmethod
     def _parse_box(cls, value):
+        if value is None:
+            return None
         # A form field arrives as a one-element list when the field type is a sequence.
         if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
             value = value[0]
         if isinstance(value, str):
-            parts = [p for p in value.replace(" ", "").split(",") if p]
-            if len(parts) != 4:
-                raise ValueError("box must be four numbers x0,y0,x1,y1")
-            value = tuple(float(p) for p in parts)
-        if value is not None:
-            if len(value) != 4:
-                raise ValueError("box must be four numbers x0,y0,x1,y1")
+            value = [p for p in value.replace(" ", "").split(",") if p]
+        try:
             x0, y0, x1, y1 = (float(v) for v in value)
-            if not (x1 > x0 and y1 > y0) or min(value) < 0:
-                raise ValueError("box must satisfy 0 <= x0 < x1 and 0 <= y0 < y1")
-        return value
+        except (TypeError, ValueError):  # not four things, or not numbers
+            raise ValueError("box must be four numbers x0,y0,x1,y1") from None
+        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (0 <= x0 < x1 and 0 <= y0 < y1):
+            raise ValueError("box must be finite and satisfy 0 <= x0 < x1 and 0 <= y0 < y1")
+        return x0, y0, x1, y1
 
 
 class ModelRef(BaseModel):
@@ -114,11 +115,36 @@ class BatchResult(BaseModel):
 
 
 class ProblemDocument(BaseModel):
+    # RFC 9457 extension members (e.g. min_face_px) ride along.
+    model_config = ConfigDict(extra="allow")
+
     type: str
     title: str
     status: int
     detail: str
     instance: str | None = None
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class JobInfo(BaseModel):
+    """An async job (``POST /v1/jobs``); its result is at ``result_url`` once it has succeeded."""
+
+    id: str
+    status: JobStatus
+    filename: str | None
+    options: Options
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    result_url: str | None = Field(None, description="set once the job has succeeded")
+    media_type: str | None = Field(None, description="media type of the result, once the job has succeeded")
+    problem: ProblemDocument | None = Field(None, description="why the job failed, as the synchronous call would say")
 
 
 class Live(BaseModel):

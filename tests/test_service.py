@@ -8,39 +8,33 @@ import io
 import json
 import struct
 import threading
-import time
 import zipfile
 import zlib
 
 import numpy as np
 import pytest
 import trimesh
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
 from service.engine.batching import MicroBatcher
 from service.engine.decode import decode_image
 from service.settings import Settings
-from service_fixtures import build_tiny_store, encode, noise_image, photo_path
+from service_fixtures import encode, noise_image, photo_bytes, photo_path, ready_client, tiny_store
 
 PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="session")
 def store_root(tmp_path_factory, kit):
-    return build_tiny_store(tmp_path_factory.mktemp("service_store"), kit)
+    return tiny_store(tmp_path_factory, kit)
 
 
 @pytest.fixture(scope="session")
-def client(store_root):
-    app = create_app(Settings(model_store=store_root, default_texture_size=128, queue_size=4))
-    with TestClient(app, raise_server_exceptions=False) as test_client:
-        deadline = time.monotonic() + 60
-        while test_client.get("/v2/health/ready").status_code != 200:
-            assert app.state.load_error is None, app.state.load_error
-            assert time.monotonic() < deadline, "model did not become ready"
-            time.sleep(0.05)
+def client(store_root, tmp_path_factory):
+    app = create_app(Settings(model_store=store_root, default_texture_size=128, queue_size=4,
+                              job_store=str(tmp_path_factory.mktemp("jobs") / "jobs.db")))
+    with ready_client(app) as test_client:
         yield test_client
 
 
@@ -51,10 +45,7 @@ def topology(store_root):
 
 @pytest.fixture(scope="session")
 def photo() -> bytes:
-    path = photo_path()
-    if not path.is_file():
-        pytest.skip(f"real photo {path} absent (the shared eval photos are not checked out)")
-    return path.read_bytes()
+    return photo_bytes()
 
 
 def post(client, data: bytes, filename: str = "photo.jpg", **options):
@@ -306,5 +297,5 @@ def test_metrics_exposed(client, photo):
 
 def test_openapi_documents_the_routes(client):
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/reconstruct", "/v1/reconstruct/batch", "/v2/health/live", "/v2/health/ready",
-            "/v2/models/{name}"} <= set(paths)
+    assert {"/v1/reconstruct", "/v1/reconstruct/batch", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result",
+            "/v2/health/live", "/v2/health/ready", "/v2/models/{name}"} <= set(paths)

@@ -15,6 +15,20 @@ Image.init()  # registers every format plugin, so that Image.open(formats=...) k
 
 def decode_image(data: bytes, *, max_pixels: int, formats: list[str]) -> np.ndarray:
     """(H, W, 3) uint8 RGB with the EXIF orientation applied; raises :class:`errors.Problem`."""
+    image = open_image(data, max_pixels=max_pixels, formats=formats)
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise errors.undecodable(f"the image data is truncated or corrupt: {error}") from None
+
+
+def open_image(data: bytes, *, max_pixels: int, formats: list[str]) -> Image.Image:
+    """The image with only its header read: format and size checked, no pixel decoded yet.
+
+    Cheap enough for the event loop, so the job API refuses what is not an image at acceptance.
+    """
     if not data:
         raise errors.undecodable("the image is empty")
     try:
@@ -33,12 +47,7 @@ def decode_image(data: bytes, *, max_pixels: int, formats: list[str]) -> np.ndar
     if width * height > max_pixels:
         raise errors.too_large(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
                                max_pixels=max_pixels)
-    try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        raise errors.undecodable(f"the image data is truncated or corrupt: {error}") from None
+    return image
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:

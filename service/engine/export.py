@@ -39,8 +39,24 @@ def export_glb(meshes: list[Mesh], figures: dict[str, Any], image_format: str = 
 
     def add_extras(tree: dict) -> None:
         tree.setdefault("asset", {})["extras"] = _jsonable(figures)
+        _set_buffer_view_targets(tree)
 
     return scene.export(file_type="glb", tree_postprocessor=add_extras)
+
+
+ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
+
+
+def _set_buffer_view_targets(tree: dict) -> None:
+    """Mark vertex and index buffer views, which trimesh leaves unmarked (the Khronos validator hints
+    BUFFER_VIEW_TARGET_MISSING); loaders can then upload them to the GPU without inspecting accessors."""
+    views, accessors = tree.get("bufferViews", []), tree.get("accessors", [])
+    for mesh in tree.get("meshes", []):
+        for primitive in mesh.get("primitives", []):
+            for accessor in primitive.get("attributes", {}).values():
+                views[accessors[accessor]["bufferView"]]["target"] = ARRAY_BUFFER
+            if "indices" in primitive:
+                views[accessors[primitive["indices"]]["bufferView"]]["target"] = ELEMENT_ARRAY_BUFFER
 
 
 def export_obj_zip(meshes: list[Mesh], figures: dict[str, Any]) -> bytes:

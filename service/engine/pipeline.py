@@ -40,6 +40,14 @@ class Reconstruction:
     media_type: str
 
 
+def checked_texture_size(options: Options, settings: Settings) -> int:
+    size = options.texture_size or settings.default_texture_size
+    if size > settings.max_texture_size:
+        raise errors.bad_request(f"texture_size {size} is above the maximum {settings.max_texture_size}",
+                                 max_texture_size=settings.max_texture_size)
+    return size
+
+
 class StageTimer:
     """Times named stages into a dict (for the response) and the stage histogram."""
 
@@ -111,17 +119,10 @@ class Engine:
                 self._inflight -= 1
                 self.metrics.queue_depth.set(self._inflight)
 
-    def texture_size(self, options: Options) -> int:
-        size = options.texture_size or self.settings.default_texture_size
-        if size > self.settings.max_texture_size:
-            raise errors.bad_request(f"texture_size {size} is above the maximum {self.settings.max_texture_size}",
-                                     max_texture_size=self.settings.max_texture_size)
-        return size
-
     def reconstruct(self, data: bytes, options: Options) -> Reconstruction:
         """Everything after the upload; raises :class:`errors.Problem` for the caller's mistakes."""
         timer = StageTimer(self.metrics)
-        texture_size = self.texture_size(options)
+        texture_size = checked_texture_size(options, self.settings)
         with timer("decode"):
             photo = decode_image(data, max_pixels=self.settings.max_pixels, formats=self.settings.image_formats)
         with timer("detect"):
