@@ -29,8 +29,9 @@ RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 WORKDIR /app
 COPY --chown=facerecon service ./service
 COPY --chown=facerecon model_store ./model_store
+RUN mkdir -p /app/var && chown facerecon /app/var  # the async job store (FACERECON_JOB_STORE)
 USER facerecon
-ENV FACERECON_MODEL_STORE=/app/model_store FACERECON_HOST=0.0.0.0 FACERECON_PORT=8000
+ENV FACERECON_MODEL_STORE=/app/model_store FACERECON_JOB_STORE=/app/var/jobs.db FACERECON_HOST=0.0.0.0 FACERECON_PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"
