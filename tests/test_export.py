@@ -47,3 +47,11 @@ def test_stored_geometry_graph_runs_with_another_batch_size(tiny_store):
         want = geo.eval()(image).a_id.numpy()
     assert a_id.shape == (3, 3, 64, 64)
     np.testing.assert_allclose(a_id, want, atol=1e-4)
+
+
+def test_synthetic_report_scores_a_stored_model(tiny_store, tmp_path):
+    from training.evaluate.__main__ import main as evaluate_main
+
+    evaluate_main(["synthetic", "--model", str(tiny_store[3].folder), "--size", "21", "--out", str(tmp_path)])
+    text = (tmp_path / "synthetic.md").read_text()
+    assert "| A_id + A_exp | " in text and "| neutral | anger |" in text.replace("prediction | ", "")
