@@ -48,3 +48,14 @@ def test_expression_recipes_use_real_blendshapes(kit):
     happy = weights[cats == CATEGORIES.index("happy")][:, kit.expression_names.index("mouthSmile_L")]
     neutral = weights[cats == CATEGORIES.index("neutral")][:, kit.expression_names.index("mouthSmile_L")]
     assert happy.mean() > 0.5 > neutral.mean()
+
+
+def test_faces_are_framed_as_the_service_crops_them(generator):
+    """The crop the service would cut (1.6 x the landmark box, centred on it) is about the whole image."""
+    batch = generator.batch(5, 0, 16)
+    lm = batch.landmarks.numpy()
+    side = np.maximum(np.ptp(lm[..., 0], 1), np.ptp(lm[..., 1], 1)) * 1.6
+    centre = (lm.min(1) + lm.max(1)) / 2
+    assert np.all((side > 0.8 * 64) & (side < 1.2 * 64))
+    assert np.abs(centre - 32).max() < 0.25 * 64
+    assert np.abs(np.median(side) - 64) < 0.1 * 64

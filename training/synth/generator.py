@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from training.facemodel import UVFaceModel, blend
 from training.models.pose import pose_to_camera
-from training.render import RenderSettings, render_mesh
+from training.render import RenderSettings, euler_to_rotation, render_mesh
 
 from .expressions import CATEGORIES, sample_expressions
 
@@ -55,9 +55,11 @@ class SynthSettings:
     max_yaw_degrees: float = 90.0
     max_pitch_degrees: float = 45.0
     max_roll_degrees: float = 30.0
-    # exp(log_scale). The service crops 1.6x the face box; the 68-landmark box spans 0.42 s of the
-    # image, so s ~ 1.5 frames synthetic faces as the service frames real ones.
-    scale_range: tuple[float, float] = (1.3, 1.7)
+    # Faces are framed as the service frames real ones: a square of ``crop_scale`` x the 68-landmark
+    # box's longer side, centred on the box. The jitter stands in for detector boxes, which are
+    # neither the landmark box nor centred on it.
+    crop_scale: float = 1.6
+    scale_jitter: tuple[float, float] = (0.85, 1.15)
     translation_std: float = 0.06
 
 
@@ -128,6 +130,7 @@ class SynthFaceGenerator:
         p_h = self._sample_pose(rng, b)
         if yaw_degrees is not None:
             p_h[:, 0] = torch.from_numpy(np.deg2rad(np.asarray(yaw_degrees, np.float32)))
+        p_h = self._frame(rng, p_h, verts[:, self.landmark_index])
         p_l = self._sample_lighting(rng, b)
         albedo = self._sample_albedo(rng, g, b)
         colours = self._vertex_colours(rng, albedo)
@@ -152,10 +155,28 @@ class SynthFaceGenerator:
         yaw = np.where(rng.random(b) < 0.5, rng.uniform(-30, 30, b), rng.uniform(-st.max_yaw_degrees, st.max_yaw_degrees, b))
         pitch = np.clip(rng.normal(0, st.max_pitch_degrees / 3, b), -st.max_pitch_degrees, st.max_pitch_degrees)
         roll = np.clip(rng.normal(0, st.max_roll_degrees / 3, b), -st.max_roll_degrees, st.max_roll_degrees)
-        tx, ty = rng.normal(0, st.translation_std, (2, b))
-        log_s = np.log(rng.uniform(*st.scale_range, b))
-        pose = np.stack([np.deg2rad(yaw), np.deg2rad(pitch), np.deg2rad(roll), tx, ty, log_s], 1)
+        pose = np.stack([np.deg2rad(yaw), np.deg2rad(pitch), np.deg2rad(roll)] + [np.zeros(b)] * 3, 1)
         return torch.from_numpy(pose.astype(np.float32))
+
+    def _frame(self, rng, p_h: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+        """Fill in scale and translation of p_h (B, 6) so the landmark box sits as the service's crop puts it.
+
+        In image units (the image spans [-1, 1]) a point lands at (s q_x + tx, -s q_y + ty) with
+        q = R X; the crop is ``crop_scale`` x the box's longer side wide and centred on the box.
+        """
+        st, b = self.settings, p_h.shape[0]
+        q = landmarks @ euler_to_rotation(p_h[:, 0], p_h[:, 1], p_h[:, 2]).transpose(1, 2)
+        lo, hi = q[..., :2].amin(1), q[..., :2].amax(1)
+        side = (hi - lo).amax(1)
+        jitter = torch.from_numpy(rng.uniform(*st.scale_jitter, b).astype(np.float32))
+        scale = 2.0 * jitter / (st.crop_scale * side)
+        centre = (lo + hi) / 2
+        shift = torch.from_numpy(rng.normal(0, st.translation_std, (b, 2)).astype(np.float32))
+        out = p_h.clone()
+        out[:, 3] = -scale * centre[:, 0] + shift[:, 0]
+        out[:, 4] = scale * centre[:, 1] + shift[:, 1]
+        out[:, 5] = torch.log(scale)
+        return out
 
     @staticmethod
     def _sample_lighting(rng, b) -> torch.Tensor:
