@@ -2,7 +2,8 @@
 
     python -m training.train geometry --config cpu-small --steps 3000 --out runs/geometry
 
-Stage 1 learns A_id, A_exp and the parameters on synthetic faces (``training.synth``) with
+Stage 1 learns A_id, A_exp and the parameters on synthetic faces (``training.synth``), and, given
+``--fitted``, on real photos with pseudo-ground truth from ``training.fitting`` (300W-LP's role), with
 L_gs = 0.5 L_p + 1 L_asm + 0.5 L_sym + 1e-3 L_reg (Eq. 8), Adam at 2e-4, batch 8. Every run logs
 losses to ``log.csv``, writes ``checkpoint.pt`` (model, optimiser, config, step) every
 ``--checkpoint-every`` steps and at the end, and resumes from it when restarted.
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from training import losses
 from training.evaluate.metrics import nme_2d
 from training.facemodel import UVFaceModel
+from training.fitting.crops import FittedPhotos
 from training.models import PRESETS, GeometryStream, NetworkConfig
 from training.models.pose import pose_to_camera
 from training.synth import SynthFaceGenerator, SynthSettings
@@ -48,6 +50,7 @@ class StageSettings:
     checkpoint_every: int = 250
     validate_every: int = 250
     validation_batches: int = 4
+    real_batch_size: int = 4  # fitted real photos per step, when a fitted set is given
 
 
 class GeometryTargets:
@@ -62,8 +65,10 @@ class GeometryTargets:
 
 
 def geometry_loss(net_out, batch, targets: GeometryTargets, weights: GeometryLossWeights) -> dict[str, torch.Tensor]:
-    pred = torch.cat([net_out.p_h, net_out.p_l], 1)
-    gt = torch.cat([batch.p_h, batch.p_l], 1)
+    """L_gs (Eq. 8). Batches without lighting ground truth (fitted photos) supervise p_h only."""
+    has_light = getattr(batch, "p_l", None) is not None
+    pred = torch.cat([net_out.p_h, net_out.p_l], 1) if has_light else net_out.p_h
+    gt = torch.cat([batch.p_h, batch.p_l], 1) if has_light else batch.p_h
     terms = {
         # No albedo coefficients are known for synthetic faces yet: only the tau ||p_t||^2 prior applies.
         "parametric": losses.parametric_loss(pred, gt, net_out.p_t),
@@ -86,17 +91,29 @@ def project_landmarks(a_full: torch.Tensor, p_h: torch.Tensor, landmarks_uv: tor
 
 @torch.no_grad()
 def validate(net: GeometryStream, gen: SynthFaceGenerator, targets: GeometryTargets, settings: StageSettings,
-             weights: GeometryLossWeights, device: torch.device) -> dict[str, float]:
+             weights: GeometryLossWeights, device: torch.device, real: FittedPhotos | None = None) -> dict[str, float]:
     net.eval()
-    nmes, asm = [], []
-    for i in range(settings.validation_batches):
-        batch = _to(gen.batch(VALIDATION_SEED, i, settings.batch_size), device)
-        out = net(batch.image)
-        asm.append(float(geometry_loss(out, batch, targets, weights)["asm"]))
-        pred = project_landmarks(out.a_full, out.p_h, targets.landmarks_uv, gen.settings.image_size)
-        nmes += [nme_2d(p, g) for p, g in zip(pred.cpu().numpy(), batch.landmarks.cpu().numpy())]
+    size = gen.settings.image_size
+    batches = [_to(gen.batch(VALIDATION_SEED, i, settings.batch_size), device) for i in range(settings.validation_batches)]
+    out = {}
+    for label, group in (("val", batches), ("val_real", _real_batches(real, settings.batch_size, device))):
+        nmes, asm = [], []
+        for batch in group:
+            pred_out = net(batch.image)
+            asm.append(float(geometry_loss(pred_out, batch, targets, weights)["asm"]))
+            pred = project_landmarks(pred_out.a_full, pred_out.p_h, targets.landmarks_uv, size)
+            nmes += [nme_2d(p, g) for p, g in zip(pred.cpu().numpy(), batch.landmarks.cpu().numpy())]
+        if nmes:
+            out[f"{label}_asm"], out[f"{label}_landmark_nme"] = float(np.mean(asm)), float(np.mean(nmes))
     net.train()
-    return {"val_asm": float(np.mean(asm)), "val_landmark_nme": float(np.mean(nmes))}
+    return out
+
+
+def _real_batches(real: FittedPhotos | None, batch_size: int, device):
+    """The held-out fitted photos, cropped without jitter (empty without a fitted set)."""
+    if real is None:
+        return []
+    return [_to(real.batch(range(i, min(i + batch_size, len(real))), None), device) for i in range(0, len(real), batch_size)]
 
 
 def _to(batch, device):
@@ -105,8 +122,10 @@ def _to(batch, device):
     return batch
 
 
-def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, device: str = "cpu") -> Path:
-    """Run (or resume) stage 1 into ``out``; returns the checkpoint path."""
+def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, device: str = "cpu",
+                   fitted: Path | None = None, photos: Path | None = None) -> Path:
+    """Run (or resume) stage 1 into ``out``; returns the checkpoint path. ``fitted`` (a
+    ``training.fitting`` output folder) and ``photos`` (its photo folder) add real photos."""
     torch.manual_seed(settings.seed)
     dev = torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,6 +133,8 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=cfg.geometry.image_size))
     targets = GeometryTargets(face_model, dev)
     weights = GeometryLossWeights()
+    real = FittedPhotos(fitted, photos, cfg.geometry.image_size) if fitted else None
+    real_val = FittedPhotos(fitted, photos, cfg.geometry.image_size, split="validation") if fitted else None
     net = GeometryStream(cfg.geometry).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     ckpt_path = out / "checkpoint.pt"
@@ -130,22 +151,29 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
     with log_path.open("a", newline="") as log_file:
         log = csv.writer(log_file)
         if new_log:
-            log.writerow(["step", "seconds", "total", "parametric", "asm", "symmetry", "laplacian", "val_asm", "val_landmark_nme"])
+            log.writerow(["step", "seconds", "total", "parametric", "asm", "symmetry", "laplacian", "val_asm",
+                          "val_landmark_nme", "val_real_asm", "val_real_landmark_nme"])
         start = time.time()
         bar = tqdm(total=settings.steps, initial=step, desc="stage 1 geometry", unit="step")
         net.train()
         while step < settings.steps:
             batch = _to(gen.batch(settings.seed, step, settings.batch_size), dev)
             terms = geometry_loss(net(batch.image), batch, targets, weights)
+            if real is not None:
+                rng = np.random.default_rng([settings.seed, step, 1])
+                picked = rng.choice(len(real), settings.real_batch_size, replace=False)
+                real_batch = _to(real.batch(picked, rng), dev)
+                real_terms = geometry_loss(net(real_batch.image), real_batch, targets, weights)
+                terms = {k: terms[k] + real_terms[k] for k in terms}
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             opt.step()
             step += 1
             bar.update(1)
-            val = validate(net, gen, targets, settings, weights, dev) if step % settings.validate_every == 0 else {}
+            val = validate(net, gen, targets, settings, weights, dev, real_val) if step % settings.validate_every == 0 else {}
             if step % settings.log_every == 0 or val:
                 row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "parametric", "asm", "symmetry", "laplacian")]
-                log.writerow(row + [val.get("val_asm", ""), val.get("val_landmark_nme", "")])
+                log.writerow(row + [val.get(k, "") for k in ("val_asm", "val_landmark_nme", "val_real_asm", "val_real_landmark_nme")])
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_nme": f"{val['val_landmark_nme']:.3f}"} if val else {}))
             if step % settings.checkpoint_every == 0 or step == settings.steps:
@@ -169,10 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=StageSettings.checkpoint_every)
     parser.add_argument("--validate-every", type=int, default=StageSettings.validate_every)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--fitted", type=Path, help="a `python -m training.fitting` output folder: adds real photos")
+    parser.add_argument("--photos", type=Path, default=Path("../shared/data/helen-afw-68pt"), help="the fitted photos' folder")
+    parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size)
     args = parser.parse_args(argv)
     settings = StageSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             checkpoint_every=args.checkpoint_every, validate_every=args.validate_every)
-    path = train_geometry(PRESETS[args.config](), args.out, settings, args.device)
+                             checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
+                             real_batch_size=args.real_batch_size)
+    path = train_geometry(PRESETS[args.config](), args.out, settings, args.device, args.fitted, args.photos)
     print(f"checkpoint: {path}")
 
 

@@ -1,0 +1,97 @@
+"""Fitted real photos as training samples for the geometry stream (the 300W-LP role).
+
+Each photo is cropped as the service crops a face: a square of ``crop_scale`` x the 68-landmark
+box's longer side, centred on the box (with scale and shift jitter standing in for detector
+boxes), resized to the network's input size. The fitted pose is re-expressed in that crop as
+``p_h``; A_id and A_exp come from the fit's shards.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from .dataset import load_shard
+from .fitter import pose_in_crop, pose_to_p_h
+
+
+@dataclass
+class RealBatch:
+    """image (B, 3, H, H) in [0, 1]; a_id, a_exp (B, 3, S, S); p_h (B, 6); landmarks (B, 68, 2) crop pixels."""
+
+    image: torch.Tensor
+    a_id: torch.Tensor
+    a_exp: torch.Tensor
+    p_h: torch.Tensor
+    landmarks: torch.Tensor
+
+
+def is_validation(name: str, fraction: float = 0.05) -> bool:
+    """A fixed, name-based split: the same photos are held out on every machine."""
+    return zlib.crc32(name.encode()) % 1000 < fraction * 1000
+
+
+class FittedPhotos:
+    def __init__(self, folder: str | Path, photos: str | Path, image_size: int, split: str = "train", crop_scale: float = 1.6,
+                 scale_jitter: tuple[float, float] = (0.85, 1.15), shift_std: float = 0.06):
+        folder = Path(folder)
+        index = json.loads((folder / "index.json").read_text())
+        shards = {name: load_shard(folder / name) for name in index["shards"]}
+        keep = [p for p in index["photos"] if is_validation(p["name"]) == (split == "validation")]
+        # The index records the photo path as given to the fit; the photo folder may have moved since.
+        self.paths = [Path(photos) / Path(p["image"]).name for p in keep]
+        rows = [(shards[p["shard"]], p["row"]) for p in keep]
+        first = next(iter(shards.values()))
+
+        def gather(key):  # a split may be empty on small sets
+            return np.stack([s[key][r] for s, r in rows]) if rows else first[key][:0]
+
+        self.a_id, self.a_exp = gather("a_id"), gather("a_exp")  # (N, S, S, 3) float16
+        self.pose = gather("pose").astype(np.float64)
+        self.landmarks = gather("landmarks").astype(np.float64)
+        self.image_size, self.crop_scale = image_size, crop_scale
+        self.scale_jitter, self.shift_std = scale_jitter, shift_std
+        self._images: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _photo(self, i: int) -> np.ndarray:
+        if i not in self._images:  # ~1,200 photos of <= 512 px: keeping them decoded is cheap enough
+            self._images[i] = cv2.cvtColor(cv2.imread(str(self.paths[i])), cv2.COLOR_BGR2RGB)
+        return self._images[i]
+
+    def sample(self, i: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One crop: image (3, H, H) float32, p_h (6,), landmarks (68, 2) in crop pixels."""
+        lm = self.landmarks[i]
+        lo, hi = lm.min(0), lm.max(0)
+        side = (hi - lo).max() * self.crop_scale
+        centre = (lo + hi) / 2
+        if rng is not None:
+            side *= rng.uniform(*self.scale_jitter)
+            centre = centre + rng.normal(0, self.shift_std, 2) * side / 2
+        x0, y0 = centre - side / 2
+        photo = self._photo(i)
+        k = self.image_size / side
+        warp = np.array([[k, 0, -x0 * k], [0, k, -y0 * k]])
+        crop = cv2.warpAffine(photo, warp, (self.image_size, self.image_size), flags=cv2.INTER_AREA,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        h, w = photo.shape[:2]
+        p_h = pose_to_p_h(pose_in_crop(self.pose[i], (h, w), (x0, y0, side), self.image_size), self.image_size)
+        return crop.transpose(2, 0, 1).astype(np.float32) / 255.0, p_h, (lm - [x0, y0]) * k
+
+    def batch(self, indices, rng: np.random.Generator | None) -> RealBatch:
+        parts = [self.sample(int(i), rng) for i in indices]
+        maps = lambda a: torch.from_numpy(a[list(indices)].astype(np.float32)).permute(0, 3, 1, 2)  # noqa: E731
+        return RealBatch(
+            image=torch.from_numpy(np.stack([p[0] for p in parts])),
+            a_id=maps(self.a_id), a_exp=maps(self.a_exp),
+            p_h=torch.from_numpy(np.stack([p[1] for p in parts]).astype(np.float32)),
+            landmarks=torch.from_numpy(np.stack([p[2] for p in parts]).astype(np.float32)),
+        )
