@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.machine import cpu_name
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -48,14 +50,7 @@ def load_face(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def machine_description(device: torch.device) -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     lines = [
         f"- CPU: {cpu}",
         f"- cores: {os.cpu_count()}",

@@ -6,21 +6,14 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from training.facemodel import UVFaceModel
+from training.machine import cpu_name
 from training.synth import SynthFaceGenerator, SynthSettings
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def rate(gen: SynthFaceGenerator, batch: int, seconds: float = 10.0) -> float:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from training.machine import describe
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))  # |yaw| degrees; the last bin is closed
 
@@ -30,16 +30,7 @@ def nme_table(nme: np.ndarray, yaw_degrees: np.ndarray) -> list[dict]:
 
 def machine() -> str:
     """One line about where this ran."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"Python {platform.python_version()}, {platform.system()}")
+    return describe()
 
 
 def write_markdown(path: str | Path, tables: dict[str, list[dict]], command: str, timings: dict[str, float],
