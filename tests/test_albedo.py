@@ -47,3 +47,24 @@ def test_masked_pca_recovers_a_low_rank_model_with_missing_data():
     np.testing.assert_allclose(model.std, [3, 2, 1], rtol=0.2)
     assert reconstruction_error(model, data, observed).max() < 1e-2
     assert model.explained.sum() > 0.99
+
+
+def test_albedo_cli_on_a_few_fitted_photos(tmp_path):
+    """End to end: fit 12 photos, build a 4-component model, read it back."""
+    from pathlib import Path
+
+    import pytest
+
+    from training.albedo.__main__ import main as albedo_main
+    from training.fitting.__main__ import main as fit_main
+
+    photos = Path(__file__).resolve().parents[2] / "shared" / "data" / "helen-afw-68pt"
+    if not photos.is_dir():
+        pytest.skip(f"fitting photos not found at {photos}")
+    fit_main(["--data", str(photos), "--out", str(tmp_path / "fitted"), "--limit", "12", "--size", "64"])
+    albedo_main(["--fitted", str(tmp_path / "fitted"), "--out", str(tmp_path / "albedo.npz"), "--k", "4",
+                 "--sheet", str(tmp_path / "sheet.png")])
+    model = np.load(tmp_path / "albedo.npz")
+    assert model["mean"].shape == (3, 64, 64) and model["basis"].shape == (4, 3, 64, 64)
+    assert np.all(np.diff(model["std"]) <= 0) and 0.2 < model["mean"][:, 32, 32].mean() < 0.9  # skin, not black
+    assert (tmp_path / "sheet.png").stat().st_size > 5000
