@@ -116,3 +116,16 @@ def test_albedo_model_is_linear_in_p_t():
     zero = model(torch.zeros(1, 5))
     torch.testing.assert_close(zero[0], model.mean)
     torch.testing.assert_close(model(2 * p) - zero, 2 * (model(p) - zero), atol=1e-5, rtol=0)
+
+
+def test_albedo_model_loads_a_built_model(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", mean=rng.random((3, 8, 8)).astype(np.float32),
+             basis=rng.random((5, 3, 8, 8)).astype(np.float32), std=np.linspace(1, 0.1, 5).astype(np.float32))
+    model = AlbedoModel.load(tmp_path / "a.npz", k=3)
+    assert model.basis.shape == (3, 3, 8, 8)
+    torch.testing.assert_close(model(torch.zeros(1, 3))[0], model.mean)
+    with pytest.raises(ValueError, match="holds 5 albedo components"):
+        AlbedoModel.load(tmp_path / "a.npz", k=6)

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--geometry", type=Path, required=True, help="stage 1 (or 3) checkpoint")
     parser.add_argument("--texture", type=Path, help="stage 2 (or 3) checkpoint")
     parser.add_argument("--untrained-texture", action="store_true", help="export a seeded, untrained texture stream")
+    parser.add_argument("--albedo", type=Path, help="albedo model (python -m training.albedo) for an untrained texture stream")
     parser.add_argument("--root", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--name", required=True)
     parser.add_argument("--version", required=True)
@@ -46,7 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     geometry = GeometryStream(cfg.geometry)
     geometry.load_state_dict(geo_ckpt["model"])
     torch.manual_seed(0)
-    albedo = AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)
+    if args.albedo is not None:
+        albedo = AlbedoModel.load(args.albedo, cfg.texture.albedo_dim)
+    else:
+        albedo = AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)
     texture = TextureStream(cfg.texture, albedo)
     evaluation = {"trained": {"geometry": f"{geo_ckpt['stage']} stage, {geo_ckpt['step']} steps"}}
     if args.texture is not None:
@@ -54,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         texture.load_state_dict(tex_ckpt["model"])
         evaluation["trained"]["texture"] = f"{tex_ckpt['stage']} stage, {tex_ckpt['step']} steps"
     else:
-        evaluation["trained"]["texture"] = "untrained (seeded), placeholder albedo model"
+        source = f"albedo model {args.albedo.name}" if args.albedo else "placeholder albedo model"
+        evaluation["trained"]["texture"] = f"untrained (seeded), {source}"
     report = export_model_store(geometry, texture, cfg, args.root, args.name, args.version,
                                 evaluation=evaluation, overwrite=args.overwrite)
     print(f"wrote {report.folder}; ONNX parity max |diff|: geometry {report.geometry_parity:.2e}, texture {report.texture_parity:.2e}")

@@ -33,6 +33,17 @@ class AlbedoModel(nn.Module):
         self.register_buffer("std", std.float())  # (K,)
 
     @classmethod
+    def load(cls, path, k: int | None = None) -> "AlbedoModel":
+        """From ``python -m training.albedo``'s npz (mean, basis, std), keeping the first ``k`` components."""
+        import numpy as np
+
+        with np.load(path) as d:
+            k = k or len(d["std"])
+            if len(d["std"]) < k:
+                raise ValueError(f"{path} holds {len(d['std'])} albedo components, the config needs {k}")
+            return cls(torch.from_numpy(d["mean"]), torch.from_numpy(d["basis"][:k]), torch.from_numpy(d["std"][:k]))
+
+    @classmethod
     def placeholder(cls, k: int, size: int, seed: int = 0) -> "AlbedoModel":
         """A smooth random model of the right shapes, for tests and before a real one is built."""
         g = torch.Generator().manual_seed(seed)
