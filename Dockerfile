@@ -15,6 +15,12 @@ COPY training/__init__.py ./training/__init__.py
 RUN extra=$([ "$VARIANT" = "gpu" ] && echo gpu || echo serve) \
  && pip wheel --no-cache-dir --wheel-dir /wheels ".[$extra]"
 
+# ---- viewer: three.js for the page at GET /, exactly as service/viewer/package-lock.json pins it
+FROM node:20-bookworm-slim AS viewer
+WORKDIR /viewer
+COPY service/viewer/package.json service/viewer/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 # ---- runtime bases
 FROM ${CPU_BASE} AS runtime-cpu
 FROM ${GPU_BASE} AS runtime-gpu
@@ -28,6 +34,12 @@ COPY --from=build /wheels /wheels
 RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 WORKDIR /app
 COPY --chown=facerecon service ./service
+# Only what the page imports (the three.js build and its example modules), at the path the app serves.
+COPY --from=viewer --chown=facerecon /viewer/node_modules/three/package.json /viewer/node_modules/three/LICENSE \
+     ./service/viewer/node_modules/three/
+COPY --from=viewer --chown=facerecon /viewer/node_modules/three/build ./service/viewer/node_modules/three/build
+COPY --from=viewer --chown=facerecon /viewer/node_modules/three/examples/jsm \
+     ./service/viewer/node_modules/three/examples/jsm
 COPY --chown=facerecon model_store ./model_store
 RUN mkdir -p /app/var && chown facerecon /app/var  # the async job store (FACERECON_JOB_STORE)
 USER facerecon

@@ -3,8 +3,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+VIEWER := service/viewer
+# npm ci writes this hidden lockfile last: newer than package-lock.json once the install is complete.
+VIEWER_STAMP := $(VIEWER)/node_modules/.package-lock.json
 
-.PHONY: serve test install describe bench-render bench-synth clean
+.PHONY: serve test install viewer describe bench-render bench-synth clean
 
 $(PY):
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -18,8 +21,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# three.js for the viewer page at GET /, exactly as service/viewer/package-lock.json pins it.
+$(VIEWER_STAMP): $(VIEWER)/package.json $(VIEWER)/package-lock.json
+	cd $(VIEWER) && npm ci --no-audit --no-fund
+
+viewer: $(VIEWER_STAMP)
+
 # Serves the newest model under model_store/ on :8000 (FACERECON_* settings apply).
-serve: $(STAMP)
+serve: $(STAMP) $(VIEWER_STAMP)
 	$(PY) -m service --model-store model_store --host 0.0.0.0 --port 8000
 
 test: $(STAMP)
@@ -35,4 +44,4 @@ bench-synth: $(STAMP)
 	$(PY) benchmarks/synth.py --out benchmarks/results/synth.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache $(VIEWER)/node_modules

@@ -28,6 +28,7 @@ from service.metrics import Metrics
 from service.model_store import ModelStoreError, find_model_store
 from service.routes import router
 from service.settings import Settings
+from service.viewer import mount_viewer
 
 log = logging.getLogger("service")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limiter = anyio.CapacityLimiter(settings.workers)
     app.state.model_ref = served_model(settings)
     app.include_router(router)
+    mount_viewer(app)  # GET / and /viewer/: a page for people; not part of the API schema
     # HTTP-level metrics (per handler template and status class) into the same registry as ours.
     Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(app)
     install_error_handlers(app)

@@ -1,9 +1,12 @@
-"""Helpers for the service tests: a tiny seeded model store and test images."""
+"""Helpers for the service tests: a tiny seeded model store, test images, the viewer build, a real server."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import shutil
+import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -80,3 +83,42 @@ def noise_image(mode: str = "RGB", size: tuple[int, int] = (200, 160), seed: int
     rng = np.random.default_rng(seed)
     rgb = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     return rgb if mode == "RGB" else rgb.convert(mode)
+
+
+VIEWER_DIR = Path(__file__).resolve().parents[1] / "service" / "viewer"
+_VIEWER_BUILT: list[bool] = []
+
+
+def build_viewer() -> Path:
+    """``npm ci`` in service/viewer (once per test session): three.js as its lockfile pins it."""
+    if not _VIEWER_BUILT:
+        npm = shutil.which("npm")
+        if not npm:
+            pytest.skip("npm is needed to install the viewer's three.js (service/viewer/package.json)")
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=VIEWER_DIR, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"npm ci failed in {VIEWER_DIR}:\n{done.stderr}"
+        _VIEWER_BUILT.append(True)
+    return VIEWER_DIR / "node_modules"
+
+
+@contextlib.contextmanager
+def http_server(app, timeout_s: float = 60.0) -> Iterator[str]:
+    """The app under a real uvicorn on a free port of 127.0.0.1, once ready; yields the base URL."""
+    import httpx
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        url = "http://127.0.0.1:{}".format(server.servers[0].sockets[0].getsockname()[1])
+        wait_ready(lambda path: httpx.get(url + path, timeout=5), app, timeout_s)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

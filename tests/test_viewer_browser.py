@@ -1,0 +1,145 @@
+"""The viewer page (GET /) in a real headless Chromium, driven by Playwright, against the real app over
+HTTP with the tiny seeded model: a photo goes in, the GLB shows on the canvas, errors read well.
+
+Chromium is Debian's (installed here with apt-get when missing and possible); WebGL runs on
+SwiftShader, so no GPU is needed. FACERECON_VIEWER_SCREENSHOT=docs/viewer.png also saves a screenshot
+of the whole page after the reconstruction (how the README's picture is made).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.app import create_app
+from service.settings import Settings
+from service_fixtures import build_viewer, http_server, photo_path, tiny_store
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+CHROMIUM_ARGS = [
+    # Software WebGL (ANGLE on SwiftShader): the same pixels with or without a GPU.
+    "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+    "--no-sandbox",  # the tests run as root in CI, where Chromium's sandbox refuses to start
+    # The machines' network is closed: keep Chromium from trying its own services at every start.
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+STATE = "document.body.dataset.state"
+BLANK_STD = 1.0    # grey-level standard deviation of the empty canvas (one background colour)
+FACE_STD = 5.0     # at least this with a face drawn on it
+LOAD_TIMEOUT_MS = 45_000
+
+
+def find_chromium() -> str | None:
+    return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
+
+
+def install_chromium() -> None:
+    """apt-get install chromium, where we may (root on a Debian-like machine); silent when we may not."""
+    apt = shutil.which("apt-get")
+    if not apt or os.geteuid() != 0:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, timeout=300)
+    subprocess.run([apt, "install", "-y", "-qq", "chromium"], env=env, capture_output=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    path = find_chromium()
+    if path is None:
+        install_chromium()
+        path = find_chromium()
+    if path is None:
+        pytest.skip(f"no Chromium ({', '.join(CHROMIUM_NAMES)}) on PATH, and apt-get could not install it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory, kit):
+    build_viewer()
+    # einstein.jpg's face is about 90 px across: too small for dlib's HOG at the default, no upsampling.
+    app = create_app(Settings(model_store=tiny_store(tmp_path_factory, kit), default_texture_size=128,
+                              detect_upsample=1,
+                              job_store=str(tmp_path_factory.mktemp("viewer_jobs") / "jobs.db")))
+    with http_server(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.messages = []  # console errors and uncaught exceptions, checked by each test
+    page.on("console", lambda message: message.type == "error" and page.messages.append(message.text))
+    page.on("pageerror", lambda error: page.messages.append(f"uncaught: {error}"))
+    yield page
+    page.close()
+
+
+def grey_std(png: bytes) -> float:
+    return float(np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64).std())
+
+
+def open_viewer(page, base_url: str) -> None:
+    page.goto(base_url + "/")
+    page.wait_for_function(f"{STATE} === 'ready'", timeout=15_000)
+
+
+def test_a_photo_becomes_a_face_on_the_canvas(page, base_url):
+    einstein = photo_path("einstein.jpg")
+    if not einstein.is_file():
+        pytest.skip(f"real photo {einstein} absent")
+    open_viewer(page, base_url)
+    canvas = page.locator("#canvas")
+    assert grey_std(canvas.screenshot()) < BLANK_STD  # the check below means something
+
+    page.set_input_files("#image", str(einstein))
+    page.select_option("#mesh", "expression")
+    page.click("#submit")
+    page.wait_for_function(f"['loaded', 'error'].includes({STATE})", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate(STATE) == "loaded", page.text_content("#status")
+
+    assert grey_std(canvas.screenshot()) > FACE_STD
+    facts = dict(zip(page.locator("#facts dt").all_text_contents(), page.locator("#facts dd").all_text_contents()))
+    assert facts["model"] == "tiny 0.0.1" and facts["faces"] == "1" and facts["landmarks"] == "68", facts
+    assert page.locator("#blendshapes li").count() == 5
+    assert page.get_attribute("#download-glb", "href").startswith("blob:")
+    with page.expect_download() as download:
+        page.click("#download-obj")
+    assert download.value.suggested_filename == "face.zip"
+    assert not page.messages, page.messages
+
+    if screenshot := os.environ.get("FACERECON_VIEWER_SCREENSHOT"):
+        page.screenshot(path=screenshot, full_page=True)
+
+
+def test_a_dropped_file_that_is_no_image_gets_the_problem_title_and_detail(page, base_url):
+    open_viewer(page, base_url)
+    dropped = page.evaluate_handle("""() => {
+        const data = new DataTransfer();
+        data.items.add(new File(["not an image"], "notes.txt", { type: "text/plain" }));
+        return data;
+    }""")
+    page.dispatch_event("#drop", "drop", {"dataTransfer": dropped})
+    assert page.text_content("#drop-text") == "notes.txt"
+    page.click("#submit")
+    page.wait_for_function(f"{STATE} === 'error'", timeout=15_000)
+    message = page.text_content("#status")
+    assert "Not a supported image (415)" in message and "JPEG, PNG" in message, message
+    # The browser logs the failed request itself; nothing else may have gone wrong.
+    assert all("status of 415" in text for text in page.messages), page.messages
