@@ -59,3 +59,25 @@ def test_faces_are_framed_as_the_service_crops_them(generator):
     assert np.all((side > 0.8 * 64) & (side < 1.2 * 64))
     assert np.abs(centre - 32).max() < 0.25 * 64
     assert np.abs(np.median(side) - 64) < 0.1 * 64
+
+
+def test_albedo_drawn_from_the_albedo_model_keeps_its_coefficients(uv_models, tmp_path):
+    """With an albedo model the face albedo is mean + sum p_t std basis plus detail: projecting it
+    back onto the basis recovers p_t closely, and the batch carries that p_t."""
+    model, k = uv_models[64], 5
+    rng = np.random.default_rng(0)
+    mask = model.layout.mask
+    basis = np.linalg.qr(rng.standard_normal((3 * mask.sum(), k)))[0].T  # orthonormal over the face pixels
+    maps = np.zeros((k, 64, 64, 3), np.float32)
+    maps[:, mask] = basis.reshape(k, -1, 3)
+    mean = np.where(mask[None], 0.5, 0.0).astype(np.float32) * np.ones((3, 1, 1), np.float32)
+    std = np.full(k, 3.0, np.float32)
+    path = tmp_path / "albedo.npz"
+    np.savez(path, mean=mean, basis=maps.transpose(0, 3, 1, 2), std=std)
+    gen = SynthFaceGenerator(model, SynthSettings(image_size=32), albedo_model=path)
+    batch = gen.batch(0, 0, 4)
+    assert batch.p_t.shape == (4, k) and batch.albedo.shape == (4, 3, 64, 64)
+    residual = (batch.albedo.permute(0, 2, 3, 1)[:, torch.from_numpy(mask)] - 0.5).reshape(4, -1).numpy()
+    recovered = residual @ basis.T / std
+    assert np.corrcoef(recovered.ravel(), batch.p_t.numpy().ravel())[0, 1] > 0.9
+    assert SynthFaceGenerator(model, SynthSettings(image_size=32)).batch(0, 0, 2).p_t.shape == (2, 0)

@@ -1,7 +1,9 @@
 """Stage 1 training smoke test: two steps, a checkpoint, and a resume that continues from it."""
 
 import csv
+from pathlib import Path
 
+import pytest
 import torch
 
 from training.train import StageSettings, train_geometry
@@ -33,28 +35,111 @@ def test_export_cli_writes_a_store_from_a_checkpoint(tmp_path, kit):
     assert store.manifest["config"]["name"] == "tiny"
 
 
-def test_training_with_fitted_real_photos(tmp_path, kit):
-    """Stage 1 mixes fitted real photos in and scores the held-out ones."""
-    from pathlib import Path
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "helen-afw-68pt"
 
-    import numpy as np
-    import pytest
 
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory, kit) -> Path:
+    """24 real photos fitted at S = 64 (the tiny config's UV size)."""
     from training.fitting.__main__ import main as fit_main
+
+    if not PHOTOS.is_dir():
+        pytest.skip(f"fitting photos not found at {PHOTOS}")
+    out = tmp_path_factory.mktemp("fitted")
+    fit_main(["--data", str(PHOTOS), "--out", str(out), "--limit", "24", "--size", "64"])
+    return out
+
+
+def test_training_with_fitted_real_photos(tmp_path, fitted):
+    """Stage 1 mixes fitted real photos in and scores the held-out ones."""
+    import numpy as np
+
     from training.fitting.crops import FittedPhotos, is_validation
 
-    photos = Path(__file__).resolve().parents[2] / "shared" / "data" / "helen-afw-68pt"
-    if not photos.is_dir():
-        pytest.skip(f"fitting photos not found at {photos}")
-    fit_main(["--data", str(photos), "--out", str(tmp_path / "fitted"), "--limit", "24", "--size", "64"])
-    train_set = FittedPhotos(tmp_path / "fitted", photos, 32)
-    held_out = FittedPhotos(tmp_path / "fitted", photos, 32, split="validation")
+    photos = PHOTOS
+    train_set = FittedPhotos(fitted, photos, 32)
+    held_out = FittedPhotos(fitted, photos, 32, split="validation")
     assert len(train_set) + len(held_out) == 24 and not any(is_validation(p.stem) for p in train_set.paths)
     batch = train_set.batch([0, 1], np.random.default_rng(0))
     assert batch.image.shape == (2, 3, 32, 32) and batch.a_id.shape == (2, 3, 64, 64)
 
     settings = StageSettings(steps=2, batch_size=2, validate_every=2, validation_batches=1, log_every=1, real_batch_size=2)
-    train_geometry(tiny(), tmp_path / "run", settings, fitted=tmp_path / "fitted", photos=photos)
+    train_geometry(tiny(), tmp_path / "run", settings, fitted=fitted, photos=photos)
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert rows[-1]["val_landmark_nme"] != ""
     assert (rows[-1]["val_real_landmark_nme"] != "") == (len(held_out) > 0)
+
+
+def _albedo_npz(path, k: int, size: int):
+    import numpy as np
+
+    from training.models import AlbedoModel
+
+    model = AlbedoModel.placeholder(k, size)
+    np.savez(path, mean=model.mean.numpy(), basis=model.basis.numpy(), std=model.std.numpy())
+    return path
+
+
+def test_stage_two_trains_resumes_and_exports(tmp_path, kit):
+    """Stage 2 on a tiny config: albedo drawn from an albedo model, L_con on the stage-1 encoder's
+    features, a resume that continues, and an export that carries the trained texture stream."""
+    from service.model_store import load_model_store
+    from training.export.__main__ import main as export_main
+    from training.train_texture import TextureStageSettings, train_texture
+
+    cfg = tiny()
+    albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
+    geometry = train_geometry(cfg, tmp_path / "geometry", StageSettings(steps=1, batch_size=2, validate_every=10),
+                              albedo=albedo)
+    settings = TextureStageSettings(steps=2, batch_size=2, checkpoint_every=1, validate_every=2, validation_batches=1, log_every=1)
+    ckpt = train_texture(cfg, tmp_path / "texture", settings, albedo, geometry)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 2 and state["stage"] == "texture" and "optimizer_discriminator" in state
+    train_texture(cfg, tmp_path / "texture", TextureStageSettings(**{**vars(settings), "steps": 3}), albedo, geometry)
+    rows = list(csv.DictReader((tmp_path / "texture" / "log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["contextual"]) >= 0 for r in rows) and 0 < float(rows[1]["val_mae"]) < 1
+    export_main(["--geometry", str(geometry), "--texture", str(ckpt), "--root", str(tmp_path / "store"),
+                 "--name", "tiny", "--version", "0.0.2"])
+    store = load_model_store(tmp_path / "store" / "tiny" / "0.0.2")
+    assert store.manifest["evaluation"]["trained"]["texture"] == "texture stage, 3 steps"
+
+
+def test_texture_inputs_match_what_the_service_computes(kit, uv_models):
+    """The training-side heatmaps equal the service's (a file contract, so they are checked here)."""
+    import numpy as np
+
+    from service.engine.unwrap import heatmaps
+    from training.train_texture import landmark_heatmaps
+
+    marks = np.random.default_rng(0).uniform(0, 32, (68, 2)).astype(np.float32)
+    torch_maps = landmark_heatmaps(torch.from_numpy(marks)[None], 32)[0].numpy()
+    np.testing.assert_allclose(torch_maps, heatmaps(marks, 32), atol=1e-6)
+
+
+def test_stage_three_fine_tunes_both_streams_through_the_renderer(tmp_path, fitted):
+    """Stage 3 starts from stage-1 and stage-2 checkpoints, moves both streams, resumes, and exports."""
+    from service.model_store import load_model_store
+    from training.export.__main__ import main as export_main
+    from training.train import main as train_main
+
+    cfg = tiny()
+    albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
+    common = ["--config", "tiny", "--batch-size", "2", "--albedo", str(albedo), "--fitted", str(fitted),
+              "--photos", str(PHOTOS), "--validate-every", "2", "--checkpoint-every", "1"]
+    train_main(["all", "--out", str(tmp_path / "run"), "--stage-steps", "1,1,2", *common])
+    ckpt = tmp_path / "run" / "finetune" / "checkpoint.pt"
+    before = torch.load(tmp_path / "run" / "texture" / "checkpoint.pt", weights_only=False)["model"]
+    state = torch.load(ckpt, weights_only=False)
+    assert state["stage"] == "finetune" and state["step"] == 2
+    moved = [k for k, v in state["texture_model"].items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    assert moved and not any(k.startswith("albedo.") for k in moved)  # the albedo model stays a constant
+    rows = list(csv.DictReader((tmp_path / "run" / "finetune" / "log.csv").open()))
+    assert float(rows[0]["pixel"]) > 0 and float(rows[0]["landmark"]) > 0 and int(rows[-1]["step"]) == 2
+    train_main(["finetune", "--out", str(tmp_path / "run" / "finetune"), "--steps", "3", *common,
+                "--geometry-from", "unused", "--texture-from", "unused"])
+    assert torch.load(ckpt, weights_only=False)["step"] == 3
+    export_main(["--geometry", str(ckpt), "--texture", str(ckpt), "--root", str(tmp_path / "store"),
+                 "--name", "tiny", "--version", "0.0.3"])
+    trained = load_model_store(tmp_path / "store" / "tiny" / "0.0.3").manifest["evaluation"]["trained"]
+    assert trained == {"geometry": "finetune stage, 3 steps", "texture": "finetune stage, 3 steps"}

@@ -1,6 +1,12 @@
-"""Training, stage by stage (paper Sec. IV-B). Stage 1, the geometry stream, is here so far.
+"""Training, stage by stage (paper Sec. IV-B): stage 1, the geometry stream, here; stage 2, the
+texture stream, in ``train_texture``; stage 3, the self-supervised fine-tuning, in
+``train_finetune``; one CLI for all.
 
     python -m training.train geometry --config cpu-small --steps 3000 --out runs/geometry
+    python -m training.train texture --config cpu-small --albedo ALBEDO.npz --features runs/geometry/checkpoint.pt --out runs/texture
+    python -m training.train finetune --config cpu-small --albedo ALBEDO.npz --fitted data/fitted \
+        --geometry-from runs/geometry/checkpoint.pt --texture-from runs/texture/checkpoint.pt --out runs/finetune
+    python -m training.train all --config cpu-small --albedo ALBEDO.npz --fitted data/fitted --out runs/cpu-small
 
 Stage 1 learns A_id, A_exp and the parameters on synthetic faces (``training.synth``), and, given
 ``--fitted``, on real photos with pseudo-ground truth from ``training.fitting`` (300W-LP's role), with
@@ -22,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from training import losses
+from training.checkpoints import load_checkpoint, save_checkpoint
 from training.evaluate.metrics import nme_2d
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
@@ -65,13 +72,18 @@ class GeometryTargets:
 
 
 def geometry_loss(net_out, batch, targets: GeometryTargets, weights: GeometryLossWeights) -> dict[str, torch.Tensor]:
-    """L_gs (Eq. 8). Batches without lighting ground truth (fitted photos) supervise p_h only."""
+    """L_gs (Eq. 8). Batches without lighting ground truth (fitted photos) supervise p_h only, and
+    p_t is supervised where the synthetic faces were drawn from the albedo model."""
     has_light = getattr(batch, "p_l", None) is not None
     pred = torch.cat([net_out.p_h, net_out.p_l], 1) if has_light else net_out.p_h
     gt = torch.cat([batch.p_h, batch.p_l], 1) if has_light else batch.p_h
+    parametric = losses.parametric_loss(pred, gt, net_out.p_t)
+    p_t_gt = getattr(batch, "p_t", None)
+    if p_t_gt is not None and p_t_gt.shape[1] == net_out.p_t.shape[1]:
+        # Averaged over the K coefficients so that 80 albedo values do not drown the 33 pose and light ones.
+        parametric = parametric + (net_out.p_t - p_t_gt).square().mean()
     terms = {
-        # No albedo coefficients are known for synthetic faces yet: only the tau ||p_t||^2 prior applies.
-        "parametric": losses.parametric_loss(pred, gt, net_out.p_t),
+        "parametric": parametric,
         "asm": losses.asm_loss(net_out.a_id, batch.a_id, net_out.a_exp, batch.a_exp, targets.weight, targets.mask),
         "symmetry": losses.symmetry_loss(net_out.a_id, targets.mirror),
         "laplacian": losses.laplacian_loss(net_out.a_full, targets.mask),
@@ -123,14 +135,16 @@ def _to(batch, device):
 
 
 def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, device: str = "cpu",
-                   fitted: Path | None = None, photos: Path | None = None) -> Path:
+                   fitted: Path | None = None, photos: Path | None = None, albedo: Path | None = None) -> Path:
     """Run (or resume) stage 1 into ``out``; returns the checkpoint path. ``fitted`` (a
-    ``training.fitting`` output folder) and ``photos`` (its photo folder) add real photos."""
+    ``training.fitting`` output folder) and ``photos`` (its photo folder) add real photos;
+    ``albedo`` (a ``training.albedo`` npz) draws the synthetic albedo from it and supervises p_t."""
     torch.manual_seed(settings.seed)
     dev = torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     face_model = UVFaceModel.build(cfg.geometry.uv_size)
-    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=cfg.geometry.image_size))
+    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=cfg.geometry.image_size), albedo,
+                             cfg.geometry.albedo_dim)
     targets = GeometryTargets(face_model, dev)
     weights = GeometryLossWeights()
     real = FittedPhotos(fitted, photos, cfg.geometry.image_size) if fitted else None
@@ -139,10 +153,7 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     ckpt_path = out / "checkpoint.pt"
     step = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        if ckpt["config"] != cfg.as_dict():
-            raise ValueError(f"{ckpt_path} was trained with another config; use a fresh --out")
+    if (ckpt := load_checkpoint(ckpt_path, cfg.as_dict(), dev)) is not None:
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
@@ -177,34 +188,73 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_nme": f"{val['val_landmark_nme']:.3f}"} if val else {}))
             if step % settings.checkpoint_every == 0 or step == settings.steps:
-                tmp = ckpt_path.with_suffix(".tmp")
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "config": cfg.as_dict(),
-                            "step": step, "stage": "geometry"}, tmp)
-                tmp.replace(ckpt_path)  # never leave a half-written checkpoint behind
+                save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=cfg.as_dict(),
+                                step=step, stage="geometry")
         bar.close()
     return ckpt_path
 
 
+STAGES = ("geometry", "texture", "finetune")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.train")
-    parser.add_argument("stage", choices=["geometry"])
+    from training.train_finetune import FinetuneSettings, train_finetune
+    from training.train_texture import TextureStageSettings, train_texture
+
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=(
+        "Stage 1 `geometry`, stage 2 `texture`, stage 3 `finetune`, or `all` three in a row into OUT/<stage>."))
+    parser.add_argument("stage", choices=[*STAGES, "all"])
     parser.add_argument("--config", choices=sorted(PRESETS), default="cpu-small")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=StageSettings.steps)
+    parser.add_argument("--out", type=Path, required=True, help="the run folder (for `all`: the parent of one per stage)")
+    parser.add_argument("--steps", type=int, help="default: 3000 / 3000 / 1000 by stage; for `all` give --stage-steps")
+    parser.add_argument("--stage-steps", default="3000,3000,1000", help="`all`: steps of the three stages, comma-separated")
     parser.add_argument("--batch-size", type=int, default=StageSettings.batch_size)
-    parser.add_argument("--lr", type=float, default=StageSettings.lr)
+    parser.add_argument("--lr", type=float, help="default: the paper's 2e-4, 1e-4, 5e-5 by stage")
     parser.add_argument("--seed", type=int, default=StageSettings.seed)
-    parser.add_argument("--checkpoint-every", type=int, default=StageSettings.checkpoint_every)
-    parser.add_argument("--validate-every", type=int, default=StageSettings.validate_every)
+    parser.add_argument("--checkpoint-every", type=int)
+    parser.add_argument("--validate-every", type=int)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--fitted", type=Path, help="a `python -m training.fitting` output folder: adds real photos")
+    parser.add_argument("--albedo", type=Path, help="a `python -m training.albedo` npz: synthetic albedo from it, p_t "
+                        "supervised; required from stage 2 on")
+    parser.add_argument("--fitted", type=Path, help="a `python -m training.fitting` output folder: real photos "
+                        "(stage 1 adds them, stage 3 needs them)")
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/helen-afw-68pt"), help="the fitted photos' folder")
-    parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size)
+    parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size, help="stage 1")
+    parser.add_argument("--features", type=Path, help="stage 2: a stage-1 checkpoint whose encoder gives L_con's features")
+    parser.add_argument("--p-t-noise", type=float, default=TextureStageSettings.p_t_noise, help="stage 2")
+    parser.add_argument("--geometry-from", type=Path, help="stage 3: the stage-1 checkpoint to start from")
+    parser.add_argument("--texture-from", type=Path, help="stage 3: the stage-2 checkpoint to start from")
     args = parser.parse_args(argv)
-    settings = StageSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                             checkpoint_every=args.checkpoint_every, validate_every=args.validate_every,
-                             real_batch_size=args.real_batch_size)
-    path = train_geometry(PRESETS[args.config](), args.out, settings, args.device, args.fitted, args.photos)
+    cfg = PRESETS[args.config]()
+
+    def common(stage_cls, steps):
+        given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr}
+        return dict(steps=steps or stage_cls.steps, batch_size=args.batch_size, seed=args.seed,
+                    **{k: v for k, v in given.items() if v is not None})
+
+    def run(stage: str, out: Path, steps: int | None, features=None, geometry_from=None, texture_from=None) -> Path:
+        if stage == "geometry":
+            settings = StageSettings(real_batch_size=args.real_batch_size, **common(StageSettings, steps))
+            return train_geometry(cfg, out, settings, args.device, args.fitted, args.photos, args.albedo)
+        if args.albedo is None:
+            parser.error(f"stage {stage} needs --albedo (the albedo model)")
+        if stage == "texture":
+            if features is None:
+                parser.error("stage 2 needs --features (a stage-1 checkpoint)")
+            settings = TextureStageSettings(p_t_noise=args.p_t_noise, **common(TextureStageSettings, steps))
+            return train_texture(cfg, out, settings, args.albedo, features, args.device)
+        if None in (geometry_from, texture_from, args.fitted):
+            parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
+        settings = FinetuneSettings(**common(FinetuneSettings, steps))
+        return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo, args.device)
+
+    if args.stage == "all":
+        steps = [int(n) for n in args.stage_steps.split(",")]
+        geometry = run("geometry", args.out / "geometry", steps[0])
+        texture = run("texture", args.out / "texture", steps[1], features=geometry)
+        path = run("finetune", args.out / "finetune", steps[2], geometry_from=geometry, texture_from=texture)
+    else:
+        path = run(args.stage, args.out, args.steps, args.features, args.geometry_from, args.texture_from)
     print(f"checkpoint: {path}")
 
 

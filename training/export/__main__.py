@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     geo_ckpt = torch.load(args.geometry, map_location="cpu", weights_only=False)
     cfg = config_from_dict(geo_ckpt["config"])
     geometry = GeometryStream(cfg.geometry)
-    geometry.load_state_dict(geo_ckpt["model"])
+    geometry.load_state_dict(geo_ckpt.get("geometry_model", geo_ckpt.get("model")))  # stage 3 files hold both streams
     torch.manual_seed(0)
     if args.albedo is not None:
         albedo = AlbedoModel.load(args.albedo, cfg.texture.albedo_dim)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     evaluation = {"trained": {"geometry": f"{geo_ckpt['stage']} stage, {geo_ckpt['step']} steps"}}
     if args.texture is not None:
         tex_ckpt = torch.load(args.texture, map_location="cpu", weights_only=False)
-        texture.load_state_dict(tex_ckpt["model"])
+        texture.load_state_dict(tex_ckpt.get("texture_model", tex_ckpt.get("model")))
         evaluation["trained"]["texture"] = f"{tex_ckpt['stage']} stage, {tex_ckpt['step']} steps"
     else:
         source = f"albedo model {args.albedo.name}" if args.albedo else "placeholder albedo model"

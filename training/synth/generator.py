@@ -1,6 +1,8 @@
 """Synthetic faces with exact ground truth (the paper's ASMD / FTD, rebuilt from ICT-FaceKit).
 
-A sample draws an identity, an expression (``expressions.py``), a procedural UV albedo, SH lighting,
+A sample draws an identity, an expression (``expressions.py``), a UV albedo (drawn from our PCA albedo
+model when one is given, its coefficients p_t kept as ground truth, plus procedural detail the
+linear model cannot express; procedural alone otherwise), SH lighting,
 a weak-perspective pose (p_h, ``training.models.pose``) and a background, renders the ICT head
 (face, head and neck, eyeballs) and returns the image with A_id, A_exp, the albedo map, p_l, p_h,
 68 landmarks, the face mask, the visible-UV mask and the expression category.
@@ -32,7 +34,7 @@ class SynthBatch:
     """B samples. image (B, 3, H, H) in [0, 1]; a_id, a_exp (B, 3, S, S) canonical; albedo (B, 3, S, S);
     p_l (B, 27) SH as 9 x RGB flattened coefficient-major; p_h (B, 6); landmarks (B, 68, 2) pixels;
     face_mask (B, H, H) bool; uv_visible (B, S, S) bool; category (B,) int64; id_coeffs (B, 100);
-    exp_weights (B, 53)."""
+    exp_weights (B, 53); p_t (B, K) albedo-model coefficients, (B, 0) without an albedo model."""
 
     image: torch.Tensor
     a_id: torch.Tensor
@@ -46,6 +48,7 @@ class SynthBatch:
     category: torch.Tensor
     id_coeffs: torch.Tensor
     exp_weights: torch.Tensor
+    p_t: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,21 @@ class SynthSettings:
 
 
 class SynthFaceGenerator:
-    def __init__(self, model: UVFaceModel, settings: SynthSettings = SynthSettings()):
+    """``albedo_model``: a ``python -m training.albedo`` npz at the model's UV size (optional), of which
+    the first ``albedo_components`` components are used (all by default)."""
+
+    def __init__(self, model: UVFaceModel, settings: SynthSettings = SynthSettings(), albedo_model=None,
+                 albedo_components: int | None = None):
         self.model, self.settings = model, settings
+        self.albedo_model = None
+        if albedo_model is not None:
+            with np.load(albedo_model) as d:
+                k = albedo_components or len(d["std"])
+                mean, basis, std = (torch.from_numpy(d[name][:k] if name != "mean" else d[name]).float()
+                                    for name in ("mean", "basis", "std"))
+            if mean.shape[-1] != model.size:
+                raise ValueError(f"{albedo_model} is a {mean.shape[-1]}-px albedo model; the face model is {model.size} px")
+            self.albedo_model = (mean, basis.reshape(len(std), -1), std, torch.from_numpy(model.layout.mask)[None])
         kit, frame = model.kit, model.frame
         ranges = [kit.parts[p] for p in RENDERED_PARTS]
         keep = np.zeros(kit.num_vertices, bool)
@@ -132,7 +148,7 @@ class SynthFaceGenerator:
             p_h[:, 0] = torch.from_numpy(np.deg2rad(np.asarray(yaw_degrees, np.float32)))
         p_h = self._frame(rng, p_h, verts[:, self.landmark_index])
         p_l = self._sample_lighting(rng, b)
-        albedo = self._sample_albedo(rng, g, b)
+        albedo, p_t = self._sample_albedo(rng, g, b)
         colours = self._vertex_colours(rng, albedo)
         camera = pose_to_camera(p_h, h)
         out = render_mesh(verts, self.faces, camera, RenderSettings(image_size=h), vertex_colors=colours,
@@ -145,8 +161,8 @@ class SynthFaceGenerator:
         a_exp = self._to_uv(blend(self.full_expression, exp))
         return SynthBatch(
             image=image, a_id=a_id, a_exp=a_exp, albedo=albedo, p_l=p_l, p_h=p_h,
-            landmarks=screen[..., :2], face_mask=out.mask, uv_visible=self._uv_visibility(a_id + a_exp, camera, out),
-            category=torch.from_numpy(cats), id_coeffs=ids, exp_weights=exp,
+            landmarks=screen[..., :2], face_mask=out.mask, uv_visible=uv_visibility(a_id + a_exp, camera, out, self.uv_mask),
+            category=torch.from_numpy(cats), id_coeffs=ids, exp_weights=exp, p_t=p_t,
         )
 
     def _sample_pose(self, rng, b) -> torch.Tensor:
@@ -191,22 +207,40 @@ class SynthFaceGenerator:
         sh[:, 4:] = rng.normal(0, 0.05, (b, 5, 1))
         return torch.from_numpy((sh * tint).reshape(b, 27).astype(np.float32))
 
-    def _sample_albedo(self, rng, g, b) -> torch.Tensor:
-        """(B, 3, S, S) procedural albedo over the whole UV square (skin, lips, brows, spots, noise)."""
+    def _sample_albedo(self, rng, g, b) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, S) albedo over the whole UV square and its p_t (B, K).
+
+        With an albedo model the face region is the model's draw for p_t ~ N(0, I) (clipped at 3
+        sigma) and the rest of the square its mean skin colour; the procedural detail below (colour
+        fields, noise, lips, brows, spots) is added on top at half strength, because the model
+        already holds lips and brows but none of that detail.
+        """
         s = self.model.size
+        if self.albedo_model is not None:
+            mean, basis, std, mask = self.albedo_model
+            p_t = torch.from_numpy(np.clip(rng.standard_normal((b, len(std))), -3, 3).astype(np.float32))
+            face = (mean + ((p_t * std) @ basis).reshape(b, 3, s, s)).clamp(0.02, 1.0)
+            skin = (face * mask).sum((2, 3), keepdim=True) / mask.sum()
+            return self._add_detail(rng, g, torch.where(mask > 0, face, skin), strength=0.5), p_t
         tone = rng.beta(2, 2, (b, 1))
         base = SKIN_LIGHT * (1 - tone) + SKIN_DARK * tone
         base = base * rng.uniform(0.92, 1.08, (b, 3))
         albedo = torch.from_numpy(base.astype(np.float32))[:, :, None, None].expand(b, 3, s, s).clone()
+        return self._add_detail(rng, g, albedo, strength=1.0), torch.zeros(b, 0)
+
+    def _add_detail(self, rng, g, albedo: torch.Tensor, strength: float) -> torch.Tensor:
+        """Procedural detail on a (B, 3, S, S) base: smooth colour fields, pore noise, lips, brows, spots."""
+        b, s = albedo.shape[0], self.model.size
         low = F.interpolate(torch.rand(b, 3, 6, 6, generator=g) - 0.5, size=(s, s), mode="bicubic", align_corners=False)
         albedo = albedo * (1 + 0.15 * low) + 0.03 * (torch.rand(b, 1, s, s, generator=g) - 0.5)
+        lip_mix, brow_mix = 0.6 * strength, 0.7 * strength
         labels = self.region_labels
         lips = F.avg_pool2d((labels == 7).float()[None, None], 3, 1, 1)[0]  # mouth region, softened
         lip_colour = torch.from_numpy(rng.uniform([0.45, 0.15, 0.15], [0.8, 0.4, 0.4], (b, 3)).astype(np.float32))
-        albedo = albedo * (1 - 0.6 * lips) + 0.6 * lips * lip_colour[:, :, None, None]
+        albedo = albedo * (1 - lip_mix * lips) + lip_mix * lips * lip_colour[:, :, None, None]
         brows = ((labels == 2) | (labels == 3)).float()[None, None]
         hair = torch.from_numpy(rng.uniform(0.05, 0.35, (b, 1)).astype(np.float32)).expand(b, 3)[:, :, None, None]
-        albedo = albedo * (1 - 0.7 * brows) + 0.7 * brows * hair
+        albedo = albedo * (1 - brow_mix * brows) + brow_mix * brows * hair
         spots = (torch.rand(b, 1, s, s, generator=g) < torch.from_numpy(rng.uniform(0, 0.004, (b, 1, 1, 1)).astype(np.float32))).float()
         albedo = albedo * (1 - 0.3 * F.max_pool2d(spots, 3, 1, 1))
         return albedo.clamp(0.02, 1.0)
@@ -227,20 +261,24 @@ class SynthFaceGenerator:
         smooth = F.interpolate(coarse, size=(h, h), mode="bicubic", align_corners=False)
         return (smooth + 0.05 * torch.randn(b, 3, h, h, generator=g)).clamp(0, 1)
 
-    def _uv_visibility(self, a_full, camera, out) -> torch.Tensor:
-        """(B, S, S) bool: UV pixels whose surface point is the front-most one at its image pixel."""
-        b, s = a_full.shape[0], self.model.size
-        points = a_full.permute(0, 2, 3, 1).reshape(b, s * s, 3)
-        screen = camera.transform_points_screen(points)
-        h = out.depth.shape[-1]
-        col = screen[..., 0].floor().long().clamp(0, h - 1)
-        row = screen[..., 1].floor().long().clamp(0, h - 1)
-        idx = torch.arange(b)[:, None]
-        depth = out.depth[idx, row, col]
-        covered = out.mask[idx, row, col]
-        tol = 0.05  # canonical units (~9 mm): slack for depth interpolated across a pixel on slopes
-        visible = covered & (screen[..., 2] <= depth + tol) & self.uv_mask.reshape(1, -1)
-        return visible.reshape(b, s, s)
+
+def uv_visibility(a_full: torch.Tensor, camera, out, uv_mask: torch.Tensor) -> torch.Tensor:
+    """(B, S, S) bool: UV pixels of ``uv_mask`` whose surface point is the front-most one at its image pixel.
+
+    a_full: (B, 3, S, S) positions; camera and ``out`` (a ``RenderOutput``) are those of the render.
+    """
+    b, s = a_full.shape[0], a_full.shape[-1]
+    points = a_full.permute(0, 2, 3, 1).reshape(b, s * s, 3)
+    screen = camera.transform_points_screen(points)
+    h = out.depth.shape[-1]
+    col = screen[..., 0].floor().long().clamp(0, h - 1)
+    row = screen[..., 1].floor().long().clamp(0, h - 1)
+    idx = torch.arange(b, device=a_full.device)[:, None]
+    depth = out.depth[idx, row, col]
+    covered = out.mask[idx, row, col]
+    tol = 0.05  # canonical units (~9 mm): slack for depth interpolated across a pixel on slopes
+    visible = covered & (screen[..., 2] <= depth + tol) & uv_mask.reshape(1, -1)
+    return visible.reshape(b, s, s)
 
 
-__all__ = ["CATEGORIES", "SynthBatch", "SynthFaceGenerator", "SynthSettings"]
+__all__ = ["CATEGORIES", "SynthBatch", "SynthFaceGenerator", "SynthSettings", "uv_visibility"]

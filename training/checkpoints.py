@@ -1,0 +1,24 @@
+"""Checkpoints as every stage writes them: model(s), optimiser(s), config, stage and step in one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    """Write ``state`` to ``path`` through a temporary file, so a kill never leaves half a checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, config: dict, device: torch.device) -> dict | None:
+    """The checkpoint at ``path``, or None when there is none; refuses one trained with another config."""
+    if not path.exists():
+        return None
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    if ckpt["config"] != config:
+        raise ValueError(f"{path} was trained with another config; use a fresh --out")
+    return ckpt

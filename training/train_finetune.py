@@ -1,0 +1,205 @@
+"""Stage 3: end-to-end self-supervised fine-tuning through our rasterizer on real photos (paper Sec.
+III-C, IV-B).
+
+    python -m training.train finetune --config cpu-small --geometry-from runs/geometry/checkpoint.pt \\
+        --texture-from runs/texture/checkpoint.pt --fitted data/fitted --out runs/finetune
+
+Both streams run on a real photo; the UV-grid mesh (A at the mask's pixels) is rendered with the
+texture stream's albedo and the predicted SH lighting in the predicted pose, and compared with the
+photo: L = 0.1 L_pix + 1e-2 L_ali (Eqs. 19-23), Adam at 5e-5.
+
+Adaptations, each for a reason:
+- L_pix is the squared colour error over the render's face mask, which is already the visibility
+  mask M: the mesh has no eye or mouth interior, so those pixels are never compared.
+- L_id is dropped: no differentiable face-recognition network exists here (DESIGN.md, 3), and dlib's
+  descriptor, which does, is not differentiable. Identity is measured with it instead.
+- L_ali uses the photos' annotated 68 landmarks, in crop pixels.
+- An anchor term keeps stage 1's supervised loss on a small synthetic batch. Without it a photometric
+  loss on ~1,100 photos can trade geometry for colour (a known failure of self-supervised
+  fine-tuning); the geometry stream's landmark accuracy is what the service is judged on first.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training import losses
+from training.checkpoints import load_checkpoint, save_checkpoint
+from training.evaluate.metrics import nme_2d
+from training.facemodel import UVFaceModel
+from training.fitting.crops import FittedPhotos
+from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
+from training.models.pose import pose_to_camera
+from training.render import RenderSettings, render_mesh
+from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
+from training.train import GeometryLossWeights, GeometryTargets, geometry_loss, project_landmarks
+from training.train_texture import TextureInputs, landmark_heatmaps, uv_grid_from_geometry
+
+
+@dataclass(frozen=True)
+class FinetuneLossWeights:
+    pixel: float = 0.1
+    landmark: float = 1e-2
+    anchor: float = 1.0  # stage 1's L_gs on a synthetic batch (see the module docstring)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    steps: int = 1000
+    batch_size: int = 8  # real photos per step
+    anchor_batch_size: int = 4  # synthetic faces per step for the anchor term
+    lr: float = 5e-5
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 100
+    validate_every: int = 100
+
+
+class FaceRenderer:
+    """Renders the UV-grid mesh of a (B, 3, S, S) position map with a (B, 3, S, S) albedo map."""
+
+    def __init__(self, model: UVFaceModel, image_size: int, device: torch.device):
+        topo = model.topology
+        self.rows = torch.from_numpy(topo.vertex_pixels[:, 0]).long().to(device)
+        self.cols = torch.from_numpy(topo.vertex_pixels[:, 1]).long().to(device)
+        self.faces = torch.from_numpy(topo.triangles).long().to(device)
+        self.uv_mask = torch.from_numpy(topo.uv_mask).to(device)
+        self.settings = RenderSettings(image_size=image_size)
+        self.image_size = image_size
+
+    def vertices(self, maps: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, V, C) values at the mesh vertices."""
+        return maps[:, :, self.rows, self.cols].permute(0, 2, 1)
+
+    def render(self, a_full, p_h, albedo=None, p_l=None):
+        camera = pose_to_camera(p_h, self.image_size)
+        colours = self.vertices(albedo) if albedo is not None else None
+        sh = p_l.reshape(-1, 9, 3) if p_l is not None else None
+        return camera, render_mesh(self.vertices(a_full), self.faces, camera, self.settings, vertex_colors=colours, sh_coeffs=sh)
+
+
+def reconstruct(geometry: GeometryStream, texture: TextureStream, renderer: FaceRenderer, image: torch.Tensor,
+                landmarks_uv: torch.Tensor):
+    """Both streams on (B, 3, H, H) photos and the shaded render. Returns (geometry output, albedo
+    (B, 3, S, S), render output, projected landmarks (B, 68, 2))."""
+    size = image.shape[-1]
+    geo = geometry(image)
+    a_full = geo.a_full
+    marks = project_landmarks(a_full, geo.p_h, landmarks_uv, size)
+    with torch.no_grad():  # where the service would look: visibility and heatmaps carry no gradient
+        camera, depth_pass = renderer.render(a_full, geo.p_h)
+        visible = uv_visibility(a_full, camera, depth_pass, renderer.uv_mask)
+    inputs = TextureInputs(p_t=geo.p_t, image=image, heatmaps=landmark_heatmaps(marks.detach(), size),
+                           uv_grid=uv_grid_from_geometry(a_full, geo.p_h, size), uv_visibility=visible[:, None].float())
+    albedo, _, _ = texture(*inputs.as_args())
+    _, shaded = renderer.render(a_full, geo.p_h, albedo, geo.p_l)
+    return geo, albedo, shaded, marks
+
+
+def finetune_loss(image, landmarks, shaded, marks, weights: FinetuneLossWeights) -> dict[str, torch.Tensor]:
+    mask = shaded.mask[:, None]
+    return {
+        "pixel": losses.reconstruction_loss(shaded.image_nchw(), image, mask),
+        "landmark": losses.landmark_loss(marks, landmarks),
+    }
+
+
+@torch.no_grad()
+def validate_finetune(geometry, texture, renderer, real: FittedPhotos, landmarks_uv, batch_size: int, device) -> dict[str, float]:
+    """Landmark NME and mean absolute colour error of the render over its mask, on held-out fitted photos."""
+    if len(real) == 0:
+        return {}
+    geometry.eval(), texture.eval()
+    nmes, errors = [], []
+    for start in range(0, len(real), batch_size):
+        batch = real.batch(range(start, min(start + batch_size, len(real))), None)
+        image, landmarks = batch.image.to(device), batch.landmarks.to(device)
+        _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
+        nmes += [nme_2d(p, g) for p, g in zip(marks.cpu().numpy(), landmarks.cpu().numpy())]
+        diff = (shaded.image_nchw() - image).abs().mean(1)
+        errors += [float(d[m].mean()) for d, m in zip(diff, shaded.mask) if m.any()]
+    geometry.train(), texture.train()
+    return {"val_real_landmark_nme": float(np.mean(nmes)), "val_real_photometric": float(np.mean(errors))}
+
+
+def load_stream(path: Path, key: str, net: torch.nn.Module, device) -> dict:
+    """Load a stage checkpoint's weights into ``net``: stage 1/2 files hold ``model``, stage 3 files ``key``."""
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    net.load_state_dict(ckpt.get(key, ckpt["model"]))
+    return ckpt
+
+
+def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, geometry_from: Path, texture_from: Path,
+                   fitted: Path, photos: Path, albedo: Path | None = None, device: str = "cpu") -> Path:
+    """Run (or resume) stage 3 into ``out`` from stage-1 and stage-2 checkpoints; returns the checkpoint path."""
+    torch.manual_seed(settings.seed)
+    dev = torch.device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    g, t = cfg.geometry, cfg.texture
+    face_model = UVFaceModel.build(g.uv_size)
+    geometry = GeometryStream(g).to(dev)
+    texture = TextureStream(t, AlbedoModel.placeholder(t.albedo_dim, t.uv_size)).to(dev)  # buffers come from the checkpoint
+    ckpt_path = out / "checkpoint.pt"
+    params = list(geometry.parameters()) + list(texture.parameters())
+    opt = torch.optim.Adam(params, lr=settings.lr)
+    step = 0
+    if (ckpt := load_checkpoint(ckpt_path, cfg.as_dict(), dev)) is not None:
+        geometry.load_state_dict(ckpt["geometry_model"])
+        texture.load_state_dict(ckpt["texture_model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+    else:
+        for path, key, net in ((geometry_from, "geometry_model", geometry), (texture_from, "texture_model", texture)):
+            if load_stream(path, key, net, dev)["config"] != cfg.as_dict():
+                raise ValueError(f"{path} was trained with another config than {cfg.name}")
+    renderer = FaceRenderer(face_model, g.image_size, dev)
+    targets = GeometryTargets(face_model, dev)
+    landmarks_uv = targets.landmarks_uv
+    real = FittedPhotos(fitted, photos, g.image_size)
+    real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
+    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
+    weights, anchor_weights = FinetuneLossWeights(), GeometryLossWeights()
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    with log_path.open("a", newline="") as log_file:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "seconds", "total", "pixel", "landmark", "anchor", "val_real_landmark_nme", "val_real_photometric"])
+        start = time.time()
+        bar = tqdm(total=settings.steps, initial=step, desc="stage 3 fine-tune", unit="step")
+        geometry.train(), texture.train()
+        while step < settings.steps:
+            rng = np.random.default_rng([settings.seed, step, 3])
+            batch = real.batch(rng.choice(len(real), settings.batch_size, replace=False), rng)
+            image, landmarks = batch.image.to(dev), batch.landmarks.to(dev)
+            _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
+            terms = finetune_loss(image, landmarks, shaded, marks, weights)
+            synthetic = gen.batch(settings.seed + 3, step, settings.anchor_batch_size)
+            for name, value in vars(synthetic).items():
+                setattr(synthetic, name, value.to(dev))
+            terms["anchor"] = geometry_loss(geometry(synthetic.image), synthetic, targets, anchor_weights)["total"]
+            terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            validating = step % settings.validate_every == 0
+            val = validate_finetune(geometry, texture, renderer, real_val, landmarks_uv, settings.batch_size, dev) if validating else {}
+            if step % settings.log_every == 0 or validating:
+                row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "pixel", "landmark", "anchor")]
+                log.writerow(row + [val.get(k, "") for k in ("val_real_landmark_nme", "val_real_photometric")])
+                log_file.flush()
+                bar.set_postfix(loss=f"{terms['total'].item():.4f}")
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                save_checkpoint(ckpt_path, geometry_model=geometry.state_dict(), texture_model=texture.state_dict(),
+                                optimizer=opt.state_dict(), config=cfg.as_dict(), step=step, stage="finetune")
+        bar.close()
+    return ckpt_path

@@ -1,0 +1,223 @@
+"""Stage 2: the texture stream on synthetic faces with known albedo (the paper's FTD, Sec. IV-B).
+
+    python -m training.train texture --config cpu-small --albedo data/albedo/albedo-k80.npz \\
+        --features runs/geometry/checkpoint.pt --out runs/texture
+
+Each synthetic face is drawn from our albedo model (its p_t known) plus detail the linear model
+cannot hold; the stream sees the photo, the 68 landmark heatmaps, where each UV pixel lands in the
+photo and whether it is seen there (from the ground-truth geometry, as the service computes them
+from the geometry stream's), and p_t with noise standing in for the geometry stream's error.
+L = 0.1 L_rec + 3 L_con + 0.2 L_adv (the issue's weights), Adam at 1e-4.
+
+L_con needs a feature network. The paper uses an ImageNet VGG; none can be downloaded here, so it is
+the first two stages of *our* stage-1 encoder (a VGG-style stack trained on face photos), frozen:
+its early filters respond to skin colour, edges and fine texture, which is what L_con compares.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from training import losses
+from training.checkpoints import load_checkpoint, save_checkpoint
+from training.facemodel import UVFaceModel
+from training.models import AlbedoModel, GeometryStream, NetworkConfig, PatchDiscriminator, TextureStream
+from training.models.pose import pose_to_camera
+from training.synth import SynthBatch, SynthFaceGenerator, SynthSettings
+
+VALIDATION_SEED = 999_999
+HEATMAP_SIGMA_AT_128 = 1.5  # the service's landmark heatmaps (service/engine/unwrap.py) use the same
+
+
+@dataclass(frozen=True)
+class TextureLossWeights:
+    reconstruction: float = 0.1
+    contextual: float = 3.0
+    adversarial: float = 0.2
+
+
+@dataclass(frozen=True)
+class TextureStageSettings:
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 1e-4
+    seed: int = 0
+    p_t_noise: float = 0.3  # std added to the true p_t, in units of each component's sigma
+    log_every: int = 25
+    checkpoint_every: int = 250
+    validate_every: int = 250
+    validation_batches: int = 4
+
+
+@dataclass
+class TextureInputs:
+    """What ``TextureStream.forward`` takes, built from ground truth (see ``texture_inputs``)."""
+
+    p_t: torch.Tensor  # (B, K)
+    image: torch.Tensor  # (B, 3, H, H)
+    heatmaps: torch.Tensor  # (B, 68, H, H)
+    uv_grid: torch.Tensor  # (B, S, S, 2)
+    uv_visibility: torch.Tensor  # (B, 1, S, S)
+
+    def as_args(self):
+        return self.p_t, self.image, self.heatmaps, self.uv_grid, self.uv_visibility
+
+
+def landmark_heatmaps(landmarks: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 68, 2) pixel positions -> (B, 68, size, size) Gaussians with peak 1; sigma scales with size."""
+    sigma = HEATMAP_SIGMA_AT_128 * size / 128.0
+    centres = torch.arange(size, dtype=landmarks.dtype, device=landmarks.device) + 0.5
+    gx = torch.exp(-(centres - landmarks[..., 0, None]).square() / (2 * sigma**2))  # (B, 68, size)
+    gy = torch.exp(-(centres - landmarks[..., 1, None]).square() / (2 * sigma**2))
+    return gy[..., :, None] * gx[..., None, :]
+
+
+def uv_grid_from_geometry(a_full: torch.Tensor, p_h: torch.Tensor, image_size: int) -> torch.Tensor:
+    """(B, 3, S, S) position map and (B, 6) pose -> (B, S, S, 2) photo positions in grid_sample units."""
+    b, _, s, _ = a_full.shape
+    screen = pose_to_camera(p_h, image_size).transform_points_screen(a_full.permute(0, 2, 3, 1).reshape(b, s * s, 3))
+    return (2.0 * screen[..., :2] / image_size - 1.0).reshape(b, s, s, 2)
+
+
+def texture_inputs(batch: SynthBatch, p_t_noise: float = 0.0, generator: torch.Generator | None = None) -> TextureInputs:
+    size = batch.image.shape[-1]
+    p_t = batch.p_t
+    if p_t_noise:
+        p_t = p_t + p_t_noise * torch.randn(p_t.shape, generator=generator).to(p_t.device)
+    return TextureInputs(
+        p_t=p_t, image=batch.image, heatmaps=landmark_heatmaps(batch.landmarks, size),
+        uv_grid=uv_grid_from_geometry(batch.a_id + batch.a_exp, batch.p_h, size),
+        uv_visibility=batch.uv_visible[:, None].float(),
+    )
+
+
+class ContextualFeatures(nn.Module):
+    """The first ``stages`` stages of a trained stage-1 encoder, frozen: (B, 3, S, S) in [0, 1] -> features."""
+
+    def __init__(self, geometry: GeometryStream, stages: int = 2):
+        super().__init__()
+        per_stage = geometry.cfg.convs_per_stage + 1  # convs, then the pooling
+        self.layers = geometry.encoder.features[: stages * per_stage]
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):  # always frozen, BatchNorm included
+        return super().train(False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.layers(image * 2.0 - 1.0)
+
+
+def load_feature_network(path: Path, cfg: NetworkConfig, device: torch.device) -> ContextualFeatures:
+    ckpt = torch.load(path, map_location=device, weights_only=False)
+    geometry = GeometryStream(cfg.geometry)
+    geometry.load_state_dict(ckpt["model"])
+    return ContextualFeatures(geometry).to(device)
+
+
+def albedo_errors(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, visible: torch.Tensor) -> tuple[float, float]:
+    """Mean absolute colour error over the face region and over its visible part. Maps (B, 3, S, S)."""
+    diff = (pred - target).abs().mean(1)  # (B, S, S)
+    face = mask.expand_as(diff)
+    seen = face & visible
+    return float(diff[face].mean()), float(diff[seen].mean())
+
+
+@torch.no_grad()
+def validate_texture(net: TextureStream, gen: SynthFaceGenerator, settings: TextureStageSettings, mask: torch.Tensor,
+                     device: torch.device) -> dict[str, float]:
+    """Albedo MAE of the stream and of the linear albedo from the true p_t, on fixed synthetic faces."""
+    net.eval()
+    rows = []
+    for i in range(settings.validation_batches):
+        batch = _to(gen.batch(VALIDATION_SEED, i, settings.batch_size), device)
+        albedo, linear, _ = net(*texture_inputs(batch).as_args())
+        rows.append(albedo_errors(albedo, batch.albedo, mask, batch.uv_visible) + albedo_errors(linear, batch.albedo, mask, batch.uv_visible))
+    net.train()
+    mean = np.mean(rows, 0)
+    return {"val_mae": mean[0], "val_mae_visible": mean[1], "val_linear_mae": mean[2], "val_linear_mae_visible": mean[3]}
+
+
+def _to(batch, device):
+    for name, value in vars(batch).items():
+        setattr(batch, name, value.to(device))
+    return batch
+
+
+def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings, albedo_path: Path, features_path: Path,
+                  device: str = "cpu") -> Path:
+    """Run (or resume) stage 2 into ``out``; returns the checkpoint path."""
+    torch.manual_seed(settings.seed)
+    dev = torch.device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    t = cfg.texture
+    face_model = UVFaceModel.build(t.uv_size)
+    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=t.image_size), albedo_path, t.albedo_dim)
+    mask = torch.from_numpy(face_model.layout.mask).to(dev)
+    net = TextureStream(t, AlbedoModel.load(albedo_path, t.albedo_dim)).to(dev)
+    disc = PatchDiscriminator(t).to(dev)
+    features = load_feature_network(features_path, cfg, dev)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=(0.5, 0.999))
+    weights = TextureLossWeights()
+    ckpt_path = out / "checkpoint.pt"
+    step = 0
+    if (ckpt := load_checkpoint(ckpt_path, cfg.as_dict(), dev)) is not None:
+        net.load_state_dict(ckpt["model"])
+        disc.load_state_dict(ckpt["discriminator"])
+        opt.load_state_dict(ckpt["optimizer"])
+        opt_d.load_state_dict(ckpt["optimizer_discriminator"])
+        step = ckpt["step"]
+    noise = torch.Generator().manual_seed(settings.seed)
+    face = mask[None, None].float()
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    with log_path.open("a", newline="") as log_file:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "seconds", "total", "reconstruction", "contextual", "adversarial", "discriminator",
+                          "val_mae", "val_mae_visible", "val_linear_mae", "val_linear_mae_visible"])
+        start = time.time()
+        bar = tqdm(total=settings.steps, initial=step, desc="stage 2 texture", unit="step")
+        net.train()
+        while step < settings.steps:
+            noise.manual_seed(settings.seed * 1_000_003 + step)  # a resumed run draws the same noise
+            batch = _to(gen.batch(settings.seed, step, settings.batch_size), dev)
+            albedo, _, _ = net(*texture_inputs(batch, settings.p_t_noise, noise).as_args())
+            real, fake = batch.albedo * face, albedo * face
+
+            opt_d.zero_grad(set_to_none=True)
+            d_loss = 0.5 * (losses.adversarial_loss(disc(real), True) + losses.adversarial_loss(disc(fake.detach()), False))
+            d_loss.backward()
+            opt_d.step()
+
+            terms = {
+                "reconstruction": losses.reconstruction_loss(albedo, batch.albedo, face),
+                "contextual": losses.contextual_loss(features(fake), features(real)),
+                "adversarial": losses.adversarial_loss(disc(fake), True),
+            }
+            terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            val = validate_texture(net, gen, settings, mask, dev) if step % settings.validate_every == 0 else {}
+            if step % settings.log_every == 0 or val:
+                row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "reconstruction", "contextual", "adversarial")]
+                log.writerow(row + [d_loss.item()] + [val.get(k, "") for k in ("val_mae", "val_mae_visible", "val_linear_mae", "val_linear_mae_visible")])
+                log_file.flush()
+                bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_mae": f"{val['val_mae']:.4f}"} if val else {}))
+            if step % settings.checkpoint_every == 0 or step == settings.steps:
+                save_checkpoint(ckpt_path, model=net.state_dict(), discriminator=disc.state_dict(), optimizer=opt.state_dict(),
+                                optimizer_discriminator=opt_d.state_dict(), config=cfg.as_dict(), step=step, stage="texture")
+        bar.close()
+    return ckpt_path
