@@ -1,16 +1,28 @@
-"""``python -m training.evaluate aflw2000 --data ../shared/eval/aflw2000-dev [--url http://127.0.0.1:8000]``"""
+"""The evaluation tables, each written as ``<out>/<name>.json`` and ``.md`` and printed:
+
+    python -m training.evaluate aflw2000 --data ../shared/eval/aflw2000-dev [--url http://127.0.0.1:8000 | --model DIR]
+    python -m training.evaluate synthetic --model model_store/<name>/<version> [--albedo data/albedo/albedo-k80.npz]
+    python -m training.evaluate texture --model DIR --photos ../shared/eval/photos [--aflw DIR --limit N] [--grid PNG]
+    python -m training.evaluate all --model DIR [--url URL] [--albedo NPZ] [--grid PNG]
+
+``--model`` runs a model store in this process through the service's own stages (no server);
+``--url`` asks a running service over HTTP.
+"""
 
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 from pathlib import Path
 
 from training.facemodel import FaceKit
+from training.machine import describe as machine
 
 from . import aflw2000, synthetic
 
-DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "eval" / "aflw2000-dev"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+DEFAULT_DATA = SHARED / "eval" / "aflw2000-dev"
+DEFAULT_PHOTOS = SHARED / "eval" / "photos"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,42 +30,82 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("aflw2000", help="68-landmark NME by yaw bin, with the mean-face and dlib baselines")
     a.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    a.add_argument("--url", help="a running service; omitted: baselines only")
+    a.add_argument("--url", help="a running service")
+    a.add_argument("--model", type=Path, help="a model-store version folder, run in this process")
     a.add_argument("--detector", action="store_true", help="let the service detect the face instead of passing the box")
     a.add_argument("--limit", type=int)
     a.add_argument("--out", type=Path, default=Path("reports"))
-    y = sub.add_parser("synthetic", help="per-expression and per-yaw geometry error on the held-out synthetic set")
+    y = sub.add_parser("synthetic", help="geometry error by expression and yaw (and albedo MAE) on held-out synthetic faces")
     y.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     y.add_argument("--size", type=int, default=None, help="fewer samples than the full held-out set")
+    y.add_argument("--albedo", type=Path, help="the albedo model (npz) the texture stream was trained with; "
+                                               "without it the albedo table is skipped")
     y.add_argument("--out", type=Path, default=Path("reports"))
+    t = sub.add_parser("texture", help="photometric error and identity similarity of renders over real photos")
+    t.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    t.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="photos (a 68-point .pts beside one gives its box)")
+    t.add_argument("--aflw", type=Path, help="also the AFLW2000-3D images of this folder (boxes from their landmarks)")
+    t.add_argument("--limit", type=int, help="at most this many photos per set")
+    t.add_argument("--grid", type=Path, help="write a figure of (input, mesh overlay, textured render) rows here")
+    t.add_argument("--grid-rows", type=int, default=6)
+    t.add_argument("--out", type=Path, default=Path("reports"))
+    e = sub.add_parser("all", help="every table above into --out, the model run in this process")
+    e.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    e.add_argument("--url", help="also score a running service on AFLW2000-3D")
+    e.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the AFLW2000-3D folder")
+    e.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
+    e.add_argument("--albedo", type=Path, help="as for `synthetic`")
+    e.add_argument("--limit", type=int, help="at most this many AFLW2000-3D images (and photos)")
+    e.add_argument("--size", type=int, default=None, help="synthetic faces (default: the full held-out set)")
+    e.add_argument("--grid", type=Path)
+    e.add_argument("--grid-rows", type=int, default=6)
+    e.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
-    if args.command == "synthetic":
-        synthetic_report(args.model, args.size, args.out)
-        return
 
-    samples = aflw2000.load_samples(args.data, args.limit)
+    if args.command == "aflw2000":
+        print(aflw2000_report(args.data, args.limit, args.out, url=args.url, model_dir=args.model, detector=args.detector))
+    elif args.command == "synthetic":
+        print(synthetic_report(args.model, args.size, args.out, args.albedo))
+    elif args.command == "texture":
+        print(texture_report(args.model, args.photos, args.aflw, args.limit, args.out, args.grid, args.grid_rows))
+    else:
+        tables = [aflw2000_report(args.data, args.limit, args.out, url=args.url, model_dir=args.model),
+                  synthetic_report(args.model, args.size, args.out, args.albedo),
+                  texture_report(args.model, args.photos, args.data, args.limit, args.out, args.grid, args.grid_rows)]
+        print("\n".join(tables))
+
+
+def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = None, model_dir: Path | None = None,
+                    detector: bool = False) -> str:
+    """NME of the baselines and of the model (in this process, over HTTP, or both); returns the Markdown."""
+    samples = aflw2000.load_samples(data, limit)
     kit = FaceKit.load()
     mean_lm = kit.neutral[kit.landmarks68][:, :2] * [1, -1]  # frontal view, y down
     results = {
         "mean face in the box": aflw2000.evaluate(aflw2000.mean_face_predictor(mean_lm), samples),
         "dlib 68-point predictor": aflw2000.evaluate(aflw2000.dlib_predictor(), samples),
     }
-    if args.url:
-        label = "service (own detection)" if args.detector else "service"
-        results[label] = aflw2000.evaluate(aflw2000.service_predictor(args.url, args.detector), samples)
-    header = (f"{len(samples)} images from `{args.data}`; boxes from the ground-truth landmarks (3DDFA protocol); "
-              f"NME normalised by sqrt(w·h) of the ground-truth box. Machine: {platform.processor() or platform.machine()}.")
-    aflw2000.write_report(results, args.out, header)
-    print(aflw2000.markdown(results))
+    suffix = " (own detection)" if detector else ""
+    if model_dir is not None:
+        from .inprocess import InProcessModel
+
+        model = InProcessModel(model_dir)
+        results[f"{model.label}, in-process{suffix}"] = aflw2000.evaluate(model.landmark_predictor(detector), samples)
+    if url:
+        results["service" + suffix] = aflw2000.evaluate(aflw2000.service_predictor(url, detector), samples)
+    header = (f"{len(samples)} images from `{data}`; boxes from the ground-truth landmarks (3DDFA protocol); "
+              f"NME normalised by sqrt(w·h) of the ground-truth box. Machine: {machine()}.")
+    aflw2000.write_report(results, out, header)
+    return (out / "aflw2000.md").read_text()
 
 
-def synthetic_report(model_dir: Path, size: int | None, out: Path) -> None:
-    """Score a stored geometry.onnx with and without its expression ASM; write JSON and Markdown."""
-    import json
-
+def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path | None = None) -> str:
+    """Score a stored geometry.onnx with and without its expression ASM, and texture.onnx's albedo
+    when the albedo model is given; write JSON and Markdown, return the Markdown."""
     import onnxruntime as ort
 
     from training.facemodel import UVFaceModel
+    from training.synth import CATEGORIES
 
     manifest = json.loads((model_dir / "manifest.json").read_text())
     session = ort.InferenceSession(str(model_dir / "geometry.onnx"), providers=["CPUExecutionProvider"])
@@ -66,20 +118,91 @@ def synthetic_report(model_dir: Path, size: int | None, out: Path) -> None:
     n = size or synthetic.SET_SIZE
     results = {label: synthetic.evaluate_expressions(predict, face_model, manifest["input_size"], size=n, with_expression=flag)
                for label, flag in (("A_id + A_exp", True), ("A_id only", False))}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "synthetic.json").write_text(json.dumps(results, indent=2) + "\n")
-    from training.synth import CATEGORIES
+    albedo_results, albedo_note = synthetic_albedo(model_dir, manifest, face_model, albedo, n)
 
     cats = [c for c in CATEGORIES if c in results["A_id + A_exp"]["by_category"]]
     bins = [b for b in aflw2000.BINS if b in results["A_id + A_exp"]["by_yaw"]]
     lines = [f"# Held-out synthetic set: {n} faces, model {manifest['model']['name']} {manifest['model']['version']}", "",
+             f"Machine: {machine()}.", "",
              "Mean per-vertex error after rigid alignment, mm (and / outer inter-ocular distance).", "",
              "| prediction | " + " | ".join(cats + bins) + " | overall |", "|---" * (len(cats) + len(bins) + 2) + "|"]
     for label, r in results.items():
         cells = [r["by_category"][c] for c in cats] + [r["by_yaw"][b] for b in bins] + [r["overall"]]
         lines.append(f"| {label} | " + " | ".join(f"{c['mm']:.2f} ({c['normalised']:.3f})" for c in cells) + " |")
+    lines += ["", "## Albedo", "", albedo_note]
+    if albedo_results:
+        yaw_bins = list(next(iter(albedo_results.values()))["face_by_yaw"])
+        lines += ["", "| albedo | face region | visible part | " + " | ".join(f"face, yaw {b}" for b in yaw_bins) + " |",
+                  "|---" * (3 + len(yaw_bins)) + "|"]
+        for label, r in albedo_results.items():
+            lines.append(f"| {label} | {r['face']:.4f} | {r['visible']:.4f} | "
+                         + " | ".join(f"{r['face_by_yaw'][b]:.4f}" for b in yaw_bins) + " |")
+    out.mkdir(parents=True, exist_ok=True)
+    document = {"machine": machine(), "geometry": results, "albedo": albedo_results, "albedo_note": albedo_note}
+    (out / "synthetic.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "synthetic.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
+
+
+def synthetic_albedo(model_dir: Path, manifest: dict, face_model, albedo: Path | None, n: int) -> tuple[dict | None, str]:
+    """The albedo MAE table's figures (or None) and a sentence saying what they are or why they are missing."""
+    if not (model_dir / "texture.onnx").is_file():
+        return None, f"Skipped: {model_dir} has no texture.onnx."
+    if albedo is None:
+        return None, ("Skipped: the true albedos are drawn from the albedo model the texture stream was trained with; "
+                      "pass it with `--albedo` (e.g. data/albedo/albedo-k80.npz).")
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / "texture.onnx"), providers=["CPUExecutionProvider"])
+    k = next(i["shape"][1] for i in manifest["onnx"]["texture"]["inputs"] if i["name"] == "p_t")
+    with np.load(albedo) as d:
+        have = len(d["std"])
+    if have < k:
+        raise SystemExit(f"{albedo} holds {have} albedo components; the texture graph takes p_t of {k}")
+
+    def predict(feeds):
+        return session.run(["albedo", "linear_albedo"], feeds)
+
+    results = synthetic.evaluate_albedo(predict, face_model, manifest["input_size"], albedo, k, size=n)
+    note = (f"Mean absolute error (colour in [0, 1]) against the true albedo, over the UV face mask and its visible "
+            f"part; albedos drawn from `{albedo}` ({k} components) plus detail; the texture graph's inputs built "
+            f"from the ground-truth geometry and the true p_t.")
+    return results, note
+
+
+def texture_report(model_dir: Path, photos: Path, aflw: Path | None, limit: int | None, out: Path,
+                   grid: Path | None = None, grid_rows: int = 6) -> str:
+    """E_pho and identity cosine per photo set and texture kind; write JSON, Markdown and the figure."""
+    from . import rendered
+    from .inprocess import InProcessModel
+
+    model = InProcessModel(model_dir)
+    describe = rendered.FaceDescriptor()
+    sets = {photos.name: rendered.load_photo_folder(photos, limit)}
+    if aflw is not None:
+        sets[aflw.name] = rendered.aflw_photos(aflw, limit)
+    summaries, rows = {}, []
+    for name, set_photos in sets.items():
+        result = rendered.evaluate_photos(model, set_photos, describe, figure_rows=grid_rows - len(rows) if grid else 0)
+        summaries[name] = result.summary
+        rows += result.figure_rows
+    text = "\n".join([
+        f"# Texture: the reconstruction rendered over the photo, model {model.label}", "",
+        "E_pho: mean absolute RGB difference (colour in [0, 1]) between the photo and the render over the render's "
+        "mask. Identity: cosine similarity of dlib's 128-d face descriptors of the photo and of the photo with the "
+        "render pasted over the face (same face box); identity distance: their Euclidean distance, dlib's own measure "
+        "(below 0.6 counts as the same person). Boxes from the photo's 68 landmarks where given, else the "
+        "service's detector (largest face).", "",
+        f"Machine: {machine()}.", "", rendered.markdown(summaries)])
+    if grid and rows:
+        rendered.write_grid(rows, grid)
+        text += f"\nFigure: `{grid}`.\n"
+    out.mkdir(parents=True, exist_ok=True)
+    document = {"model": {"name": model.model.name, "version": model.model.version}, "machine": machine(), "sets": summaries}
+    (out / "texture.json").write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    (out / "texture.md").write_text(text)
+    return text
 
 
 if __name__ == "__main__":

@@ -51,11 +51,12 @@ def aligned_vertex_error(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def photometric_error(rendered: np.ndarray, photo: np.ndarray, mask: np.ndarray) -> float:
-    """E_pho: mean per-pixel L2 colour distance over the mask (images in [0, 1])."""
+    """E_pho (paper Sec. IV-D): mean absolute RGB difference over the mask; images (H, W, 3) in [0, 1],
+    mask (H, W). NaN for an empty mask."""
     m = mask.astype(bool)
     if not m.any():
         return float("nan")
-    return float(np.linalg.norm(rendered[m] - photo[m], axis=-1).mean())
+    return float(np.abs(rendered[m] - photo[m]).mean())
 
 
 def texture_mae(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:

@@ -72,3 +72,49 @@ def evaluate_expressions(predict: Predictor, model: UVFaceModel, image_size: int
     return {"by_category": summary(by_cat), "by_yaw": summary(by_yaw),
             "overall": {"mm": float(np.mean([e for e, _ in everything])),
                         "normalised": float(np.mean([n for _, n in everything])), "n": len(everything)}}
+
+
+TexturePredictor = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+"""texture.onnx's feeds (p_t, image, heatmaps, uv_grid, uv_visibility) -> albedo, linear_albedo (B, 3, S, S)."""
+
+
+def evaluate_albedo(predict: TexturePredictor, model: UVFaceModel, image_size: int, albedo_model, components: int,
+                    size: int = SET_SIZE, batch_size: int = 32) -> dict:
+    """Albedo MAE (colour in [0, 1]) of the texture stream and of the linear albedo from the true p_t
+    against the true albedo, over the UV face mask and over its visible part, on the held-out faces
+    drawn with albedos from ``albedo_model`` (an npz of ``python -m training.albedo``; its first
+    ``components`` components, as many as the graph's p_t).
+
+    The graph's inputs come from the ground-truth geometry (``training.train_texture.texture_inputs``),
+    so the figure measures the texture stream alone, not the geometry stream's errors.
+    """
+    from training.train_texture import texture_inputs
+
+    from .metrics import texture_mae
+
+    gen = SynthFaceGenerator(model, SynthSettings(image_size=image_size), albedo_model=albedo_model,
+                             albedo_components=components)
+    cats, yaws = held_out_design(size)
+    mask = model.layout.mask
+    kinds = ("texture stream", "linear albedo (p_t)")  # texture.onnx's two outputs, in order
+    records = []  # (kind, yaw bin, MAE over the face, MAE over its visible part)
+    for start in range(0, size, batch_size):
+        n = min(batch_size, size - start)
+        batch = gen.batch(HELD_OUT_SEED, start, n, categories=cats[start:start + n], yaw_degrees=yaws[start:start + n])
+        inputs = texture_inputs(batch)
+        feeds = {name: getattr(inputs, name).numpy().astype(np.float32)
+                 for name in ("p_t", "image", "heatmaps", "uv_grid", "uv_visibility")}
+        truth = batch.albedo.numpy().transpose(0, 2, 3, 1)
+        visible = batch.uv_visible.numpy()
+        for kind, maps in zip(kinds, predict(feeds)):
+            pred = maps.transpose(0, 2, 3, 1)
+            records += [(kind, yaw_bin(yaws[start + i]), texture_mae(pred[i], truth[i], mask),
+                         texture_mae(pred[i], truth[i], mask & visible[i])) for i in range(n)]
+
+    def summary(kind):
+        mine = [r for r in records if r[0] == kind]
+        bins = sorted({r[1] for r in mine})
+        return {"face": float(np.mean([r[2] for r in mine])), "visible": float(np.nanmean([r[3] for r in mine])),
+                "face_by_yaw": {b: float(np.mean([r[2] for r in mine if r[1] == b])) for b in bins}, "n": len(mine)}
+
+    return {kind: summary(kind) for kind in kinds}

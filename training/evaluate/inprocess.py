@@ -1,0 +1,119 @@
+"""A model store run in this process through the service's own stages, no server needed.
+
+The stages are the ones ``service.engine.pipeline.Engine.reconstruct`` chains (detect or the caller's
+box -> align -> geometry.onnx -> ASM decode -> unwrap -> texture.onnx), called directly so that the
+evaluation sees exactly what the service computes, plus what the service does not return: both
+texture outputs (``albedo`` and the linear ``linear_albedo`` from p_t) and the geometry in the
+service's own types (``FaceGeometry``: camera, crop, vertices, lighting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.engine.align import crop_face
+from service.engine.asm_decode import FaceGeometry, decode_asm
+from service.engine.detect import FaceDetector
+from service.engine.runtime import GEOMETRY_OUTPUTS, Model
+from service.engine.topology import MeshTopology
+from service.engine.unwrap import Unwrap, heatmaps, unwrap
+from service.settings import Settings
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    """One face. Maps are (3, S, S) in the UV layout (row 0 = top), nominally in [0, 1]."""
+
+    box: Box  # the face box the crop was made from, photo pixels
+    box_from: str  # "landmarks" (given) or the detector's name
+    geometry: FaceGeometry
+    unwrapped: Unwrap
+    albedo: np.ndarray  # the texture stream's output
+    linear_albedo: np.ndarray | None  # the albedo model at p_t; None if the graph lacks that output
+
+
+def landmark_box(landmarks: np.ndarray) -> Box:
+    """The 2D bounding box of (68, 2+) landmarks: the face box of the 3DDFA protocol."""
+    lo, hi = landmarks[:, :2].min(0), landmarks[:, :2].max(0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+
+
+class InProcessModel:
+    """``model_dir``: a model-store version folder ``<root>/<name>/<version>``."""
+
+    def __init__(self, model_dir: Path, settings: Settings | None = None):
+        model_dir = Path(model_dir).resolve()
+        base = settings or Settings()
+        self.settings = base.model_copy(update={"model_store": model_dir.parents[1], "model_name": model_dir.parent.name,
+                                                "model_version": model_dir.name})
+        s = self.settings
+        self.model = Model.load(s.model_store, s.model_name, s.model_version, s.providers, s.intra_op_threads,
+                                s.tensorrt_cache_dir)
+        self.topology = MeshTopology.from_store(self.model.store)
+        self.pose_fields = self.model.store.manifest["camera"].get("pose_fields")
+        names = [o["name"] for o in self.model.store.onnx_outputs("texture")]
+        self.texture_outputs = [n for n in ("albedo", "linear_albedo") if n in names]
+        self._detector: FaceDetector | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model.name} {self.model.version}"
+
+    def detect(self, photo: np.ndarray) -> tuple[Box, str]:
+        """The largest face the service's detector finds; LookupError when none (the service's 422)."""
+        if self._detector is None:
+            s = self.settings
+            self._detector = FaceDetector(s.detect_max_side, s.detect_upsample, s.cnn_fallback)
+        faces = self._detector(photo)
+        if not faces:
+            raise LookupError(f"no face found in the {photo.shape[1]}x{photo.shape[0]} image")
+        return faces[0].box, faces[0].detector
+
+    def geometry(self, photo: np.ndarray, box: Box | None = None) -> tuple[Box, str, list[np.ndarray], FaceGeometry]:
+        """Locate, crop, run geometry.onnx and decode: (box, where it came from, the graph's outputs, geometry).
+
+        ``photo``: (H, W, 3) uint8 RGB; ``box``: (x0, y0, x1, y1) or None to detect. Faces below the
+        service's ``min_face_px`` raise LookupError, as the service refuses them (422).
+        """
+        if box is None:
+            box, box_from = self.detect(photo)
+        else:  # clipped to the photo as the service clips a caller's box
+            h, w = photo.shape[:2]
+            box, box_from = (min(box[0], w), min(box[1], h), min(box[2], w), min(box[3], h)), "landmarks"
+        side = min(box[2] - box[0], box[3] - box[1])
+        if side < self.settings.min_face_px:
+            raise LookupError(f"face box side {side:.0f} px is below the service's minimum {self.settings.min_face_px}")
+        crop = crop_face(photo, box, self.model.store.input_size, self.settings.crop_scale)
+        outputs = self.model.run_geometry({"image": crop.image[None]})
+        geo = decode_asm({k: out[0] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology, self.pose_fields)
+        return tuple(float(v) for v in box), box_from, outputs, geo
+
+    def reconstruct(self, photo: np.ndarray, box: Box | None = None) -> Reconstruction:
+        """Geometry as :meth:`geometry`, then the unwrap and texture.onnx (both its outputs)."""
+        box, box_from, outputs, geo = self.geometry(photo, box)
+        crop = geo.crop
+        unwrapped = unwrap(geo, self.topology)
+        feeds = {
+            "p_t": outputs[GEOMETRY_OUTPUTS.index("p_t")],
+            "image": crop.image[None],
+            "heatmaps": heatmaps(geo.landmarks_crop, crop.size)[None],
+            "uv_grid": unwrapped.uv_grid[None],
+            "uv_visibility": unwrapped.visibility[None, None].astype(np.float32),
+        }
+        maps = dict(zip(self.texture_outputs, self.model.texture.run(self.texture_outputs, feeds)))
+        linear = maps.get("linear_albedo")
+        return Reconstruction(box=box, box_from=box_from, geometry=geo, unwrapped=unwrapped,
+                              albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
+
+    def landmark_predictor(self, use_detector: bool = False):
+        """An ``aflw2000.Predictor``: (68, 3) landmarks in photo pixels, as the service's JSON gives them."""
+
+        def predict(image, box):
+            return self.geometry(image, None if use_detector else box)[3].landmarks_photo
+
+        return predict
