@@ -82,7 +82,9 @@ class SSRPM(nn.Module):
         """x_u, x_o: (B, C, h, w) UV features; heatmaps (B, 68, H, W) and image (B, 3, H, W) in photo
         space; uv_grid (B, h, w, 2) photo positions of the UV pixels. Returns X_s (B, n, h, w)."""
         x_prime = torch.relu(self.align_u(x_u) + self.align_o(x_o))
-        x_a_photo = self.landmark_branch(torch.cat([heatmaps, image], 1))
+        # At half the photo's resolution: the regions are soft and the branch is the stream's costliest
+        # full-resolution convolution otherwise.
+        x_a_photo = self.landmark_branch(F.avg_pool2d(torch.cat([heatmaps, image], 1), 2))
         x_a = F.grid_sample(x_a_photo, uv_grid, mode="bilinear", padding_mode="border", align_corners=False)
         return torch.softmax(self.to_regions(x_prime) + self.kappa * x_a, dim=1)
 
@@ -167,8 +169,8 @@ class TextureStream(nn.Module):
                 x = self.srsm[str(level)](x, s, pooled, vis)
             skips.append(x)
         for up, skip in zip(self.decoder, reversed(skips[:-1])):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            x = up(x) + skip
+            # Convolve, then upsample: the same receptive field at a quarter of the cost.
+            x = F.interpolate(up(x), size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip
         return torch.sigmoid(self.out(x)), i_ua, regions
 
 
