@@ -167,6 +167,16 @@ def test_all_faces(client):
     assert faces[0]["box"] != faces[1]["box"]
 
 
+def test_small_face_found_by_the_upsampled_retry(client):
+    """einstein.jpg's face is ~60 px after the detector's downscale: HOG alone misses it."""
+    path = photo_path("einstein.jpg")
+    if not path.is_file():
+        pytest.skip(f"{path} absent")
+    (face,) = post(client, path.read_bytes(), format="json").json()["faces"]
+    x0, y0, x1, y1 = face["box"]
+    assert 40 < x1 - x0 < 120 and 550 < y0 < 700
+
+
 # --- bad input -------------------------------------------------------------------------------------
 
 def test_413_upload_too_large(client):
