@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     providers: list[str] = ["CPUExecutionProvider"]
     intra_op_threads: int = Field(2, ge=0)  # 0 lets onnxruntime choose
     tensorrt_cache_dir: Path | None = None
+    tensorrt_fp16: bool = True  # TensorRT engines in half precision (the providers list decides whether TensorRT runs)
 
     # Input limits
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)

@@ -30,3 +30,4 @@ def test_k8s_manifests():
 def test_dockerfile_is_non_root_with_a_healthcheck():
     text = (ROOT / "Dockerfile").read_text()
     assert "USER facerecon" in text and "HEALTHCHECK" in text and "ARG VARIANT=cpu" in text
+

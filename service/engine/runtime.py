@@ -24,18 +24,30 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def provider_list(names: list[str], trt_cache: Path | None) -> list[Any]:
+def provider_list(names: list[str], tensorrt: dict[str, Any] | None = None) -> list[Any]:
+    """``names`` as onnxruntime wants them, TensorRT with its options; refuses providers not built in."""
     available = set(ort.get_available_providers())
     missing = [n for n in names if n not in available]
     if missing:
         raise ModelStoreError(f"onnxruntime providers {missing} are not available here (have {sorted(available)})")
-    out: list[Any] = []
-    for name in names:
-        if name == "TensorrtExecutionProvider" and trt_cache is not None:
-            out.append((name, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(trt_cache)}))
-        else:
-            out.append(name)
-    return out
+    return [(name, tensorrt) if name == "TensorrtExecutionProvider" and tensorrt else name for name in names]
+
+
+def tensorrt_options(inputs: list[dict], max_batch: int, cache: Path | None, fp16: bool = True) -> dict[str, Any]:
+    """TensorRT options for one graph: fp16, one optimisation profile over batch sizes 1..max_batch
+    (so the engine is built once, not per batch size), and an engine cache that survives restarts.
+
+    ``inputs``: the graph's inputs as the manifest lists them (name, shape with ``"batch"``).
+    """
+    def shapes(batch: int) -> str:
+        return ",".join(f"{i['name']}:" + "x".join(str(batch if d == "batch" else d) for d in i["shape"]) for i in inputs)
+
+    options: dict[str, Any] = {"trt_fp16_enable": fp16, "trt_profile_min_shapes": shapes(1),
+                               "trt_profile_opt_shapes": shapes(max_batch), "trt_profile_max_shapes": shapes(max_batch)}
+    if cache is not None:
+        options |= {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}
+    return options
 
 
 @dataclass
@@ -47,14 +59,13 @@ class Model:
 
     @classmethod
     def load(cls, root: Path, name: str | None, version: str | None, providers: list[str], threads: int,
-             trt_cache: Path | None = None) -> "Model":
+             trt_cache: Path | None = None, trt_fp16: bool = True, max_batch: int = 8) -> "Model":
         store = load_model_store(find_model_store(root, name, version))
-        chosen = provider_list(providers, trt_cache)
-        sessions = {
-            part: ort.InferenceSession(str(store.onnx_path(part)), sess_options=session_options(threads),
-                                       providers=chosen)
-            for part in ("geometry", "texture")
-        }
+        sessions = {}
+        for part in ("geometry", "texture"):
+            trt = tensorrt_options(store.manifest["onnx"][part]["inputs"], max_batch, trt_cache, trt_fp16)
+            sessions[part] = ort.InferenceSession(str(store.onnx_path(part)), sess_options=session_options(threads),
+                                                  providers=provider_list(providers, trt))
         # onnxruntime silently falls back to CPU when a provider fails to initialise; say so instead.
         loaded = sessions["geometry"].get_providers()
         if loaded[0] != providers[0]:

@@ -1,0 +1,33 @@
+"""Benchmark scripts run on the tiny store, and the TensorRT session options they and the service share."""
+
+import importlib.util
+from pathlib import Path
+
+from service_fixtures import tiny_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_graph_benchmark_on_the_tiny_store(tmp_path, tmp_path_factory, kit):
+    """benchmarks/graphs.py times both graphs with the service's own session setup and writes its table;
+    a provider this onnxruntime lacks is refused with a message, not a traceback."""
+    spec = importlib.util.spec_from_file_location("graphs", ROOT / "benchmarks" / "graphs.py")
+    graphs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graphs)
+    store = tiny_store(tmp_path_factory, kit)
+    out = tmp_path / "graphs.md"
+    assert graphs.main(["--model-store", str(store), "--batches", "1,2", "--runs", "2", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "CPUExecutionProvider" in table and table.count("| geometry |") == 2 and table.count("| texture |") == 2
+    assert graphs.main(["--model-store", str(store), "--providers", "NoSuchExecutionProvider"]) == 2
+
+
+def test_tensorrt_options_cover_every_input_over_the_batch_range():
+    from service.engine.runtime import tensorrt_options
+
+    inputs = [{"name": "image", "shape": ["batch", 3, 32, 32]}, {"name": "p_t", "shape": ["batch", 6]}]
+    options = tensorrt_options(inputs, max_batch=8, cache=Path("/tmp/trt"), fp16=True)
+    assert options["trt_profile_min_shapes"] == "image:1x3x32x32,p_t:1x6"
+    assert options["trt_profile_max_shapes"] == "image:8x3x32x32,p_t:8x6"
+    assert options["trt_fp16_enable"] is True and options["trt_engine_cache_path"] == "/tmp/trt"
+    assert "trt_engine_cache_enable" not in tensorrt_options(inputs, 8, None)
