@@ -2,10 +2,12 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from service.model_store import load_model_store
 from service_fixtures import PHOTOS, encode, noise_image, ready_client, tiny_store
 from training.evaluate import metrics
 
@@ -186,8 +188,10 @@ def test_all_writes_every_table_in_process(store, tmp_path):
     npz = tmp_path / "albedo.npz"
     np.savez(npz, mean=albedo.mean.numpy(), basis=albedo.basis.numpy(), std=albedo.std.numpy())
     out = tmp_path / "reports"
+    root = Path(shutil.copytree(store.parents[1], tmp_path / "store"))  # --record writes into the manifest
+    store = root / store.relative_to(store.parents[1])
     main(["all", "--model", str(store), "--data", str(DATA), "--photos", str(two_photos(tmp_path)), "--limit", "2",
-          "--size", "7", "--albedo", str(npz), "--out", str(out)])
+          "--size", "7", "--albedo", str(npz), "--out", str(out), "--record"])
     for name in ("aflw2000", "synthetic", "texture"):
         assert (out / f"{name}.json").is_file() and (out / f"{name}.md").is_file()
     nme = json.loads((out / "aflw2000.json").read_text())["tiny 0.0.1, in-process"]["nme_2d"]
@@ -197,6 +201,9 @@ def test_all_writes_every_table_in_process(store, tmp_path):
     linear, stream = synth["albedo"]["linear albedo (p_t)"], synth["albedo"]["texture stream"]
     assert linear["n"] == 7 and linear["face"] < 0.05 and 0 < stream["face"] < 1
     assert set(json.loads((out / "texture.json").read_text())["sets"]) == {"photos", DATA.name}
+    recorded = load_model_store(store).manifest["evaluation"]  # still a valid store, figures inside
+    assert recorded["aflw2000"]["tiny 0.0.1, in-process"]["nme_2d"]["overall"] == nme["overall"]
+    assert "per_photo" not in json.dumps(recorded["texture"]) and "onnx_parity_max_abs" in recorded
 
 
 def test_synthetic_without_albedo_says_why_the_table_is_missing(store, tmp_path):

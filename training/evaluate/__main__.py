@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--grid", type=Path)
     e.add_argument("--grid-rows", type=int, default=6)
     e.add_argument("--out", type=Path, default=Path("reports"))
+    e.add_argument("--record", action="store_true", help="also store the figures in the model's manifest (`evaluation`)")
     args = parser.parse_args(argv)
 
     if args.command == "aflw2000":
@@ -73,6 +74,27 @@ def main(argv: list[str] | None = None) -> None:
                   synthetic_report(args.model, args.size, args.out, args.albedo),
                   texture_report(args.model, args.photos, args.data, args.limit, args.out, args.grid, args.grid_rows)]
         print("\n".join(tables))
+        if args.record:
+            record_in_manifest(args.model, args.out)
+
+
+def record_in_manifest(model_dir: Path, reports: Path) -> None:
+    """Copy the reports' figures (per-photo rows left out) into ``manifest.json``'s ``evaluation``.
+
+    The manifest is the one file of a store its own checksums do not cover, so this keeps the store valid.
+    """
+    def compact(value):
+        if isinstance(value, dict):
+            return {k: compact(v) for k, v in value.items() if k != "per_photo"}
+        return [compact(v) for v in value] if isinstance(value, list) else value
+
+    path = model_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for name in ("aflw2000", "synthetic", "texture"):
+        report = reports / f"{name}.json"
+        if report.is_file():
+            manifest["evaluation"][name] = compact(json.loads(report.read_text()))
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
 
 
 def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = None, model_dir: Path | None = None,
