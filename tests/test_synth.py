@@ -81,3 +81,27 @@ def test_albedo_drawn_from_the_albedo_model_keeps_its_coefficients(uv_models, tm
     recovered = residual @ basis.T / std
     assert np.corrcoef(recovered.ravel(), batch.p_t.numpy().ravel())[0, 1] > 0.9
     assert SynthFaceGenerator(model, SynthSettings(image_size=32)).batch(0, 0, 2).p_t.shape == (2, 0)
+
+
+def test_photo_backgrounds_and_occluders(uv_models):
+    """Photo patches stay clear of their faces; occluders change the image and leave the face and
+    visible-UV masks exactly where they cover the face; without them batches are unchanged."""
+    from pathlib import Path
+
+    from training.synth.clutter import photo_patches
+
+    photos = Path(__file__).resolve().parents[2] / "shared" / "data" / "helen-afw-68pt"
+    if not photos.is_dir():
+        pytest.skip(f"photos not found at {photos}")
+    patches = photo_patches(photos, 6, 64)
+    assert patches.shape == (6, 64, 64, 3) and patches.dtype == np.uint8 and patches.std() > 5
+    plain = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=64)).batch(5, 0, 6)
+    cluttered = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=64, occluder_fraction=1.0,
+                                                                photo_background_fraction=1.0), backgrounds=patches).batch(5, 0, 6)
+    torch.testing.assert_close(plain.a_id, cluttered.a_id)  # the same faces
+    assert not torch.allclose(plain.image, cluttered.image)
+    assert (cluttered.face_mask <= plain.face_mask).all() and (cluttered.uv_visible <= plain.uv_visible).all()
+    assert cluttered.face_mask.sum() < plain.face_mask.sum() and cluttered.uv_visible.sum() < plain.uv_visible.sum()
+    background = ~plain.face_mask[:, None].expand(-1, 3, -1, -1)
+    rendered_patch = (cluttered.image[background] * 255).round()
+    assert rendered_patch.std() > 5  # photo clutter, not a smooth field

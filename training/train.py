@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
                         "supervised; required from stage 2 on")
     parser.add_argument("--fitted", type=Path, help="a `python -m training.fitting` output folder: real photos "
                         "(stage 1 adds them, stage 3 needs them)")
-    parser.add_argument("--photos", type=Path, default=Path("../shared/data/helen-afw-68pt"), help="the fitted photos' folder")
+    parser.add_argument("--photos", type=Path, default=Path("../shared/data/helen-afw-68pt"),
+                        help="the fitted photos' folder (stage 2 cuts background patches from it)")
     parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size, help="stage 1")
     parser.add_argument("--features", type=Path, help="stage 2: a stage-1 checkpoint whose encoder gives L_con's features")
     parser.add_argument("--p-t-noise", type=float, default=TextureStageSettings.p_t_noise, help="stage 2")
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
             if features is None:
                 parser.error("stage 2 needs --features (a stage-1 checkpoint)")
             settings = TextureStageSettings(p_t_noise=args.p_t_noise, **common(TextureStageSettings, steps))
-            return train_texture(cfg, out, settings, args.albedo, features, args.device)
+            return train_texture(cfg, out, settings, args.albedo, features, args.device, args.photos)
         if None in (geometry_from, texture_from, args.fitted):
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
         settings = FinetuneSettings(**common(FinetuneSettings, steps))

@@ -7,6 +7,8 @@ Each synthetic face is drawn from our albedo model (its p_t known) plus detail t
 cannot hold; the stream sees the photo, the 68 landmark heatmaps, where each UV pixel lands in the
 photo and whether it is seen there (from the ground-truth geometry, as the service computes them
 from the geometry stream's), and p_t with noise standing in for the geometry stream's error.
+A quarter of the faces have an occluder in front (a hand, hair strands, glasses) whose pixels count
+as unseen, and half the backgrounds are patches of real photos cut away from their faces.
 L = 0.1 L_rec + 3 L_con + 0.2 L_adv (the issue's weights), Adam at 1e-4.
 
 L_con needs a feature network. The paper uses an ImageNet VGG; none can be downloaded here, so it is
@@ -32,6 +34,7 @@ from training.facemodel import UVFaceModel
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, PatchDiscriminator, TextureStream
 from training.models.pose import pose_to_camera
 from training.synth import SynthBatch, SynthFaceGenerator, SynthSettings
+from training.synth.clutter import photo_patches
 
 VALIDATION_SEED = 999_999
 HEATMAP_SIGMA_AT_128 = 1.5  # the service's landmark heatmaps (service/engine/unwrap.py) use the same
@@ -51,6 +54,8 @@ class TextureStageSettings:
     lr: float = 1e-4
     seed: int = 0
     p_t_noise: float = 0.3  # std added to the true p_t, in units of each component's sigma
+    occluder_fraction: float = 0.25  # faces with a hand, hair or glasses in front (their pixels count as unseen)
+    background_patches: int = 1000  # photo patches for backgrounds, cut from --photos away from the faces
     log_every: int = 25
     checkpoint_every: int = 250
     validate_every: int = 250
@@ -153,14 +158,19 @@ def _to(batch, device):
 
 
 def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings, albedo_path: Path, features_path: Path,
-                  device: str = "cpu") -> Path:
-    """Run (or resume) stage 2 into ``out``; returns the checkpoint path."""
+                  device: str = "cpu", photos: Path | None = None) -> Path:
+    """Run (or resume) stage 2 into ``out``; returns the checkpoint path. ``photos`` (a folder of photos
+    with 68-point .pts files) gives background patches; without it backgrounds are procedural."""
     torch.manual_seed(settings.seed)
     dev = torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
     t = cfg.texture
     face_model = UVFaceModel.build(t.uv_size)
-    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=t.image_size), albedo_path, t.albedo_dim)
+    patches = photo_patches(photos, settings.background_patches, t.image_size, settings.seed) if photos else None
+    training_faces = SynthSettings(image_size=t.image_size, occluder_fraction=settings.occluder_fraction)
+    gen = SynthFaceGenerator(face_model, training_faces, albedo_path, t.albedo_dim, backgrounds=patches)
+    # Validation faces stay plain (no clutter), so the figures compare across runs and settings.
+    val_gen = SynthFaceGenerator(face_model, SynthSettings(image_size=t.image_size), albedo_path, t.albedo_dim)
     mask = torch.from_numpy(face_model.layout.mask).to(dev)
     net = TextureStream(t, AlbedoModel.load(albedo_path, t.albedo_dim)).to(dev)
     disc = PatchDiscriminator(t).to(dev)
@@ -210,7 +220,7 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
             opt.step()
             step += 1
             bar.update(1)
-            val = validate_texture(net, gen, settings, mask, dev) if step % settings.validate_every == 0 else {}
+            val = validate_texture(net, val_gen, settings, mask, dev) if step % settings.validate_every == 0 else {}
             if step % settings.log_every == 0 or val:
                 row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "reconstruction", "contextual", "adversarial")]
                 log.writerow(row + [d_loss.item()] + [val.get(k, "") for k in ("val_mae", "val_mae_visible", "val_linear_mae", "val_linear_mae_visible")])

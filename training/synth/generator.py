@@ -22,11 +22,10 @@ from training.facemodel import UVFaceModel, blend
 from training.models.pose import pose_to_camera
 from training.render import RenderSettings, euler_to_rotation, render_mesh
 
+from .clutter import OCCLUDER_KINDS, SKIN_DARK, SKIN_LIGHT, draw_occluder
 from .expressions import CATEGORIES, sample_expressions
 
 RENDERED_PARTS = ("face", "head_and_neck", "eyeball_left", "eyeball_right")
-SKIN_LIGHT = np.array([0.86, 0.68, 0.58], np.float32)
-SKIN_DARK = np.array([0.33, 0.21, 0.15], np.float32)
 
 
 @dataclass
@@ -64,6 +63,8 @@ class SynthSettings:
     crop_scale: float = 1.6
     scale_jitter: tuple[float, float] = (0.85, 1.15)
     translation_std: float = 0.06
+    occluder_fraction: float = 0.0  # samples with a hand, hair strands or glasses over the face (clutter.py)
+    photo_background_fraction: float = 0.5  # of the samples, when photo patches are given
 
 
 class SynthFaceGenerator:
@@ -71,8 +72,10 @@ class SynthFaceGenerator:
     the first ``albedo_components`` components are used (all by default)."""
 
     def __init__(self, model: UVFaceModel, settings: SynthSettings = SynthSettings(), albedo_model=None,
-                 albedo_components: int | None = None):
+                 albedo_components: int | None = None, backgrounds: np.ndarray | None = None):
+        """``backgrounds``: (N, H, H, 3) uint8 photo patches (``clutter.photo_patches``) for a share of the samples."""
         self.model, self.settings = model, settings
+        self.backgrounds = torch.from_numpy(backgrounds).permute(0, 3, 1, 2).float() / 255.0 if backgrounds is not None and len(backgrounds) else None
         self.albedo_model = None
         if albedo_model is not None:
             with np.load(albedo_model) as d:
@@ -154,14 +157,16 @@ class SynthFaceGenerator:
         out = render_mesh(verts, self.faces, camera, RenderSettings(image_size=h), vertex_colors=colours,
                           sh_coeffs=p_l.reshape(b, 9, 3))
         image = out.image.permute(0, 3, 1, 2).clamp(0, 1)
-        background = self._background(g, b, h)
+        background = self._background(rng, g, b, h)
         image = torch.where(out.mask[:, None], image, background)
         screen = camera.transform_points_screen(verts[:, self.landmark_index])
+        image, occluded = self._occlude(rng, image, screen[..., :2])
         a_id = self._to_uv(self.full_neutral + blend(self.full_identity, ids))
         a_exp = self._to_uv(blend(self.full_expression, exp))
+        visible = uv_visibility(a_id + a_exp, camera, out, self.uv_mask, occluded)
         return SynthBatch(
             image=image, a_id=a_id, a_exp=a_exp, albedo=albedo, p_l=p_l, p_h=p_h,
-            landmarks=screen[..., :2], face_mask=out.mask, uv_visible=uv_visibility(a_id + a_exp, camera, out, self.uv_mask),
+            landmarks=screen[..., :2], face_mask=out.mask & ~occluded, uv_visible=visible,
             category=torch.from_numpy(cats), id_coeffs=ids, exp_weights=exp, p_t=p_t,
         )
 
@@ -255,15 +260,35 @@ class SynthFaceGenerator:
         colours = torch.where(self.is_scalp[None, :, None], hair, colours)
         return torch.where(self.is_eye[None, :, None], torch.full_like(colours, 0.8), colours)
 
-    @staticmethod
-    def _background(g, b, h) -> torch.Tensor:
+    def _background(self, rng, g, b, h) -> torch.Tensor:
+        """(B, 3, H, H): smooth procedural colour fields, or photo patches for a share of the samples."""
         coarse = torch.rand(b, 3, 5, 5, generator=g)
         smooth = F.interpolate(coarse, size=(h, h), mode="bicubic", align_corners=False)
-        return (smooth + 0.05 * torch.randn(b, 3, h, h, generator=g)).clamp(0, 1)
+        out = (smooth + 0.05 * torch.randn(b, 3, h, h, generator=g)).clamp(0, 1)
+        if self.backgrounds is not None:
+            use = torch.from_numpy(rng.random(b) < self.settings.photo_background_fraction)
+            picked = self.backgrounds[torch.from_numpy(rng.integers(len(self.backgrounds), size=b))]
+            out = torch.where(use[:, None, None, None], picked, out)
+        return out
+
+    def _occlude(self, rng, image: torch.Tensor, landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Occluders over a share of the images: the new images and the (B, H, H) bool occluded pixels."""
+        b, h = image.shape[0], image.shape[-1]
+        occluded = torch.zeros(b, h, h, dtype=torch.bool)
+        if self.settings.occluder_fraction <= 0:  # draws nothing from rng: batches stay as they were
+            return image, occluded
+        image = image.clone()
+        for i in np.flatnonzero(rng.random(b) < self.settings.occluder_fraction):
+            colour, cover = draw_occluder(str(rng.choice(OCCLUDER_KINDS)), h, landmarks[i].numpy(), rng)
+            cover_t = torch.from_numpy(cover)
+            image[i] = image[i] * (1 - cover_t) + torch.from_numpy(colour).permute(2, 0, 1) * cover_t
+            occluded[i] = cover_t > 0.5
+        return image.clamp(0, 1), occluded
 
 
-def uv_visibility(a_full: torch.Tensor, camera, out, uv_mask: torch.Tensor) -> torch.Tensor:
-    """(B, S, S) bool: UV pixels of ``uv_mask`` whose surface point is the front-most one at its image pixel.
+def uv_visibility(a_full: torch.Tensor, camera, out, uv_mask: torch.Tensor, occluded: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S, S) bool: UV pixels of ``uv_mask`` whose surface point is the front-most one at its image
+    pixel and, given ``occluded`` (B, H, H) bool, not hidden by an occluder there.
 
     a_full: (B, 3, S, S) positions; camera and ``out`` (a ``RenderOutput``) are those of the render.
     """
@@ -278,6 +303,8 @@ def uv_visibility(a_full: torch.Tensor, camera, out, uv_mask: torch.Tensor) -> t
     covered = out.mask[idx, row, col]
     tol = 0.05  # canonical units (~9 mm): slack for depth interpolated across a pixel on slopes
     visible = covered & (screen[..., 2] <= depth + tol) & uv_mask.reshape(1, -1)
+    if occluded is not None:
+        visible &= ~occluded.to(visible.device)[idx, row, col]
     return visible.reshape(b, s, s)
 
 
