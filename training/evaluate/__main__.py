@@ -61,12 +61,17 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--grid-rows", type=int, default=6)
     e.add_argument("--out", type=Path, default=Path("reports"))
     e.add_argument("--record", action="store_true", help="also store the figures in the model's manifest (`evaluation`)")
+    r = sub.add_parser("record", help="store the figures of reports already written in the model's manifest")
+    r.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    r.add_argument("--reports", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
 
     if args.command == "aflw2000":
         print(aflw2000_report(args.data, args.limit, args.out, url=args.url, model_dir=args.model, detector=args.detector))
     elif args.command == "synthetic":
         print(synthetic_report(args.model, args.size, args.out, args.albedo))
+    elif args.command == "record":
+        record_in_manifest(args.model, args.reports)
     elif args.command == "texture":
         print(texture_report(args.model, args.photos, args.aflw, args.limit, args.out, args.grid, args.grid_rows))
     else:
