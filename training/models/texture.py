@@ -128,7 +128,8 @@ class SRSM(nn.Module):
 
 
 class TextureStream(nn.Module):
-    """G_t: (p_t, photo, heatmaps, uv_grid, uv_visibility) -> albedo map I_a (B, 3, S, S) in [0, 1].
+    """G_t: (p_t, photo, heatmaps, uv_grid, uv_visibility) -> albedo map I_a (B, 3, S, S) in [0, 1],
+    the linear albedo I_ua corrected in logit space (equal to it before training).
 
     A U-Net over I_ua with additive skips (level l adds into level h - l), SRSM at ``srsm_levels``
     driven by a parallel encoder of the unwrapped photo, and one SSRPM at the shallowest SRSM level
@@ -147,6 +148,8 @@ class TextureStream(nn.Module):
         self.srsm = nn.ModuleDict({str(l): SRSM(w[l]) for l in cfg.srsm_levels})
         self.decoder = nn.ModuleList([conv_in_relu(w[i], w[i - 1]) for i in range(len(w) - 1, 0, -1)])
         self.out = nn.Conv2d(w[0], 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, p_t, image, heatmaps, uv_grid, uv_visibility):
         """p_t (B, K); image (B, 3, H, W) RGB in [0, 1]; heatmaps (B, 68, H, W); uv_grid (B, S, S, 2)
@@ -171,7 +174,10 @@ class TextureStream(nn.Module):
         for up, skip in zip(self.decoder, reversed(skips[:-1])):
             # Convolve, then upsample: the same receptive field at a quarter of the cost.
             x = F.interpolate(up(x), size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip
-        return torch.sigmoid(self.out(x)), i_ua, regions
+        # A correction of I_ua in logit space: the stream starts as the linear albedo (the output layer
+        # starts at zero) and learns what the photo adds, instead of first learning to copy I_ua.
+        base = i_ua.clamp(0.01, 0.99)
+        return torch.sigmoid(torch.log(base / (1.0 - base)) + self.out(x)), i_ua, regions
 
 
 class PatchDiscriminator(nn.Module):
