@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 import time
 import uuid
@@ -23,7 +22,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
-from service.jobs import JobRunner, JobStore
+from service.jobs import JobRunner, JobStoreError, open_job_store
 from service.metrics import Metrics
 from service.model_store import ModelStoreError, find_model_store
 from service.routes import router
@@ -74,8 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def start_jobs(app: FastAPI) -> JobRunner | None:
         try:
-            app.state.jobs = JobStore.open(settings.job_store, settings.max_queued_jobs)
-        except (OSError, sqlite3.Error, ValueError) as error:
+            app.state.jobs = open_job_store(settings.job_store, settings.max_queued_jobs, settings.job_lease_s)
+        except JobStoreError as error:
             # Synchronous reconstruction needs no store (e.g. a read-only container without a volume):
             # keep serving it, and let the job routes answer 503 with the reason.
             log.error("job store %s cannot be opened: %s", settings.job_store, error)

@@ -57,10 +57,13 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(5.0, ge=0)  # how long a batch waits for company
     retry_after_s: int = Field(1, ge=0)
 
-    # Async jobs (POST /v1/jobs): a SQLite file, as a plain path or sqlite:///path (sqlite:////abs/path).
+    # Async jobs (POST /v1/jobs): a SQLite file, as a plain path or sqlite:///path (sqlite:////abs/path),
+    # or Redis, redis://host:port/db or rediss://... (replicas may share it).
     job_store: str = "var/jobs.db"
     # Threads running jobs; 0 accepts and keeps jobs without running them (e.g. while draining a node).
     job_workers: int = Field(1, ge=0)
     max_queued_jobs: int = Field(64, ge=1)  # jobs waiting to run; beyond it, 503
     job_poll_s: float = Field(0.5, gt=0)  # how often idle workers look for jobs the wake-up missed
     job_shutdown_s: float = Field(10.0, ge=0)  # how long shutdown waits for running jobs; the rest re-run
+    # Redis only: a job claimed by a process that stops renewing it (dead, hung) runs again after this.
+    job_lease_s: float = Field(30.0, gt=0)

@@ -1,9 +1,9 @@
-"""Asynchronous jobs: accepted uploads kept in SQLite, run by worker threads through the engine.
+"""The job store in one SQLite file (the default): ``SQLiteJobStore``.
 
 Everything a job needs (image bytes, options) is written at acceptance, so that a job survives a
 restart; jobs a previous process left ``queued`` or ``running`` are queued again when the store
 opens. One process owns a store file: two live processes on one file would re-queue each other's
-running jobs.
+running jobs (several replicas share a Redis store instead).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
-from service import errors
-from service.schemas import JobInfo, JobStatus, Options
+from service.jobs.job import Job, JobStoreError
+from service.schemas import JobStatus, Options
 
 log = logging.getLogger("service.jobs")
 
@@ -43,34 +40,11 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at);
 COLUMNS = "id, status, filename, options, created_at, started_at, finished_at, media_type, problem"
 
 
-@dataclass
-class Job:
-    id: str
-    status: JobStatus
-    filename: str | None
-    options: Options
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
-    media_type: str | None = None
-    problem: dict | None = None
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Job:
-        return cls(id=row["id"], status=JobStatus(row["status"]), filename=row["filename"],
-                   options=Options.model_validate_json(row["options"]), created_at=row["created_at"],
-                   started_at=row["started_at"], finished_at=row["finished_at"], media_type=row["media_type"],
-                   problem=json.loads(row["problem"]) if row["problem"] else None)
-
-    def info(self) -> JobInfo:
-        def when(ts: float | None) -> datetime | None:
-            return datetime.fromtimestamp(ts, timezone.utc) if ts is not None else None
-
-        done = self.status is JobStatus.succeeded
-        return JobInfo(id=self.id, status=self.status, filename=self.filename, options=self.options,
-                       created_at=when(self.created_at), started_at=when(self.started_at),
-                       finished_at=when(self.finished_at), result_url=f"/v1/jobs/{self.id}/result" if done else None,
-                       media_type=self.media_type, problem=self.problem)
+def job_from_row(row: sqlite3.Row) -> Job:
+    return Job(id=row["id"], status=JobStatus(row["status"]), filename=row["filename"],
+               options=Options.model_validate_json(row["options"]), created_at=row["created_at"],
+               started_at=row["started_at"], finished_at=row["finished_at"], media_type=row["media_type"],
+               problem=json.loads(row["problem"]) if row["problem"] else None)
 
 
 def sqlite_path(url: str) -> Path:
@@ -78,11 +52,11 @@ def sqlite_path(url: str) -> Path:
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///"):])
     if "://" in url:
-        raise ValueError(f"job_store {url!r}: only SQLite (sqlite:///path or a plain path) is supported")
+        raise JobStoreError(f"job_store {url!r}: not a SQLite path (sqlite:///path or a plain path) nor a Redis URL")
     return Path(url)
 
 
-class JobStore:
+class SQLiteJobStore:
     """Jobs in one SQLite file; one connection shared by the event loop and the workers, under a lock."""
 
     def __init__(self, path: Path, max_queued: int):
@@ -98,8 +72,11 @@ class JobStore:
         self._db.executescript(SCHEMA)
 
     @classmethod
-    def open(cls, url: str, max_queued: int) -> JobStore:
-        store = cls(sqlite_path(url), max_queued)
+    def open(cls, url: str, max_queued: int) -> SQLiteJobStore:
+        try:
+            store = cls(sqlite_path(url), max_queued)
+        except (OSError, sqlite3.Error) as error:
+            raise JobStoreError(str(error)) from error
         waiting = store.requeue_unfinished()
         if waiting:
             log.info("%d job(s) from a previous process queued again", waiting)
@@ -127,7 +104,7 @@ class JobStore:
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return Job.from_row(row) if row else None
+        return job_from_row(row) if row else None
 
     def result(self, job_id: str) -> bytes | None:
         with self._lock:
@@ -141,7 +118,7 @@ class JobStore:
                 "UPDATE jobs SET status = 'running', started_at = ? WHERE id = "
                 "(SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT 1) "
                 f"RETURNING {COLUMNS}, image", (time.time(),)).fetchone()
-        return (Job.from_row(row), row["image"]) if row else None
+        return (job_from_row(row), row["image"]) if row else None
 
     def succeed(self, job_id: str, body: bytes, media_type: str) -> None:
         # The image is no longer needed once the job has finished; dropping it keeps the file small.
@@ -162,55 +139,3 @@ class JobStore:
         with self._lock:
             self._db.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'")
             return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
-
-
-class JobRunner:
-    """``workers`` threads that take queued jobs and run them through the engine once it has loaded.
-
-    The engine arrives through ``get_engine`` (None while loading), so jobs accepted before the model
-    is ready simply wait.
-    """
-
-    def __init__(self, store: JobStore, get_engine: Callable[[], object | None], workers: int, poll_s: float):
-        self.store, self.get_engine, self.poll_s = store, get_engine, poll_s
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._loop, name=f"job-worker-{i}", daemon=True)
-                         for i in range(workers)]
-
-    def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self, timeout_s: float) -> None:
-        """Let running jobs finish within ``timeout_s``; any still running are re-queued at the next start."""
-        self._stop.set()
-        self.store.added.set()
-        deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
-            if thread.is_alive():
-                thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            engine = self.get_engine()
-            claimed = self.store.claim() if engine is not None else None
-            if claimed is None:
-                # Woken by a submission; the timeout also covers the engine finishing its load.
-                self.store.added.wait(self.poll_s)
-                self.store.added.clear()
-                continue
-            self._run(engine, *claimed)
-
-    def _run(self, engine, job: Job, image: bytes) -> None:
-        instance = f"/v1/jobs/{job.id}"
-        try:
-            out = engine.reconstruct(image, job.options)
-        except errors.Problem as problem:
-            self.store.fail(job.id, problem.document(instance))
-        except Exception:  # noqa: BLE001 - a job must end failed, not stay running forever
-            log.exception("job %s failed", job.id)
-            self.store.fail(job.id, errors.Problem(500, "internal-error", "Internal error",
-                                                   "an unexpected error occurred; it has been logged")
-                            .document(instance))
-        else:
-            self.store.succeed(job.id, out.body, out.media_type)
