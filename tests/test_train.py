@@ -127,6 +127,12 @@ def test_stage_three_fine_tunes_both_streams_through_the_renderer(tmp_path, fitt
     albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
     common = ["--config", "tiny", "--batch-size", "2", "--albedo", str(albedo), "--fitted", str(fitted),
               "--photos", str(PHOTOS), "--validate-every", "2", "--checkpoint-every", "1"]
+    utkface = PHOTOS.parent / "utkface-aligned-200"
+    if utkface.is_dir():  # half of every stage-3 batch from UTKFace, landmarks by dlib
+        from training.photos.__main__ import main as photos_main
+
+        photos_main(["--photos", str(utkface), "--out", str(tmp_path / "utk.npz"), "--limit", "4"])
+        common += ["--extra-landmarks", str(tmp_path / "utk.npz"), "--extra-photos", str(utkface)]
     train_main(["all", "--out", str(tmp_path / "run"), "--stage-steps", "1,1,2", *common])
     ckpt = tmp_path / "run" / "finetune" / "checkpoint.pt"
     before = torch.load(tmp_path / "run" / "texture" / "checkpoint.pt", weights_only=False)["model"]

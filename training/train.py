@@ -225,6 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--p-t-noise", type=float, default=TextureStageSettings.p_t_noise, help="stage 2")
     parser.add_argument("--geometry-from", type=Path, help="stage 3: the stage-1 checkpoint to start from")
     parser.add_argument("--texture-from", type=Path, help="stage 3: the stage-2 checkpoint to start from")
+    parser.add_argument("--extra-landmarks", type=Path, help="stage 3: a `python -m training.photos` file; its photos "
+                        "make half of every batch")
+    parser.add_argument("--extra-photos", type=Path, default=Path("../shared/data/utkface-aligned-200"),
+                        help="stage 3: the folder of --extra-landmarks' photos")
     args = parser.parse_args(argv)
     cfg = PRESETS[args.config]()
 
@@ -247,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
         if None in (geometry_from, texture_from, args.fitted):
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
         settings = FinetuneSettings(**common(FinetuneSettings, steps))
-        return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo, args.device)
+        extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
+        return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
+                              args.device, extra)
 
     if args.stage == "all":
         steps = [int(n) for n in args.stage_steps.split(",")]

@@ -4,7 +4,8 @@ III-C, IV-B).
     python -m training.train finetune --config cpu-small --geometry-from runs/geometry/checkpoint.pt \\
         --texture-from runs/texture/checkpoint.pt --fitted data/fitted --out runs/finetune
 
-Both streams run on a real photo; the UV-grid mesh (A at the mask's pixels) is rendered with the
+Both streams run on real photos (the fitted ones, and with ``--extra-landmarks`` UTKFace photos
+with dlib landmarks for half of each batch); the UV-grid mesh (A at the mask's pixels) is rendered with the
 texture stream's albedo and the predicted SH lighting in the predicted pose, and compared with the
 photo: L = 0.1 L_pix + 1e-2 L_ali (Eqs. 19-23), Adam at 5e-5.
 
@@ -35,6 +36,7 @@ from training.checkpoints import load_checkpoint, save_checkpoint
 from training.evaluate.metrics import nme_2d
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
+from training.photos import LandmarkedPhotos
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 from training.models.pose import pose_to_camera
 from training.render import RenderSettings, render_mesh
@@ -137,8 +139,13 @@ def load_stream(path: Path, key: str, net: torch.nn.Module, device) -> dict:
 
 
 def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, geometry_from: Path, texture_from: Path,
-                   fitted: Path, photos: Path, albedo: Path | None = None, device: str = "cpu") -> Path:
-    """Run (or resume) stage 3 into ``out`` from stage-1 and stage-2 checkpoints; returns the checkpoint path."""
+                   fitted: Path, photos: Path, albedo: Path | None = None, device: str = "cpu",
+                   extra: tuple[Path, Path] | None = None) -> Path:
+    """Run (or resume) stage 3 into ``out`` from stage-1 and stage-2 checkpoints; returns the checkpoint path.
+
+    ``extra`` = (a ``python -m training.photos`` landmarks file, its photo folder): more real photos,
+    half of every batch (UTKFace in the paper's CelebA role); validation stays on the fitted photos.
+    """
     torch.manual_seed(settings.seed)
     dev = torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -163,6 +170,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     targets = GeometryTargets(face_model, dev)
     landmarks_uv = targets.landmarks_uv
     real = FittedPhotos(fitted, photos, g.image_size)
+    more = LandmarkedPhotos(extra[0], extra[1], g.image_size) if extra else None
     real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
     weights, anchor_weights = FinetuneLossWeights(), GeometryLossWeights()
@@ -177,8 +185,12 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         geometry.train(), texture.train()
         while step < settings.steps:
             rng = np.random.default_rng([settings.seed, step, 3])
-            batch = real.batch(rng.choice(len(real), settings.batch_size, replace=False), rng)
-            image, landmarks = batch.image.to(dev), batch.landmarks.to(dev)
+            n_more = settings.batch_size // 2 if more is not None else 0
+            parts = [real.batch(rng.choice(len(real), settings.batch_size - n_more, replace=False), rng)]
+            if n_more:
+                parts.append(more.batch(rng.choice(len(more), n_more, replace=False), rng))
+            image = torch.cat([b.image for b in parts]).to(dev)
+            landmarks = torch.cat([b.landmarks for b in parts]).to(dev)
             _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
             terms = finetune_loss(image, landmarks, shaded, marks, weights)
             synthetic = gen.batch(settings.seed + 3, step, settings.anchor_batch_size)

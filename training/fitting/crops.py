@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from training.photos import crop_around_landmarks
+
 from .dataset import load_shard
 from .fitter import pose_in_crop, pose_to_p_h
 
@@ -69,22 +71,11 @@ class FittedPhotos:
 
     def sample(self, i: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One crop: image (3, H, H) float32, p_h (6,), landmarks (68, 2) in crop pixels."""
-        lm = self.landmarks[i]
-        lo, hi = lm.min(0), lm.max(0)
-        side = (hi - lo).max() * self.crop_scale
-        centre = (lo + hi) / 2
-        if rng is not None:
-            side *= rng.uniform(*self.scale_jitter)
-            centre = centre + rng.normal(0, self.shift_std, 2) * side / 2
-        x0, y0 = centre - side / 2
         photo = self._photo(i)
-        k = self.image_size / side
-        warp = np.array([[k, 0, -x0 * k], [0, k, -y0 * k]])
-        crop = cv2.warpAffine(photo, warp, (self.image_size, self.image_size), flags=cv2.INTER_AREA,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        h, w = photo.shape[:2]
-        p_h = pose_to_p_h(pose_in_crop(self.pose[i], (h, w), (x0, y0, side), self.image_size), self.image_size)
-        return crop.transpose(2, 0, 1).astype(np.float32) / 255.0, p_h, (lm - [x0, y0]) * k
+        crop, window, landmarks = crop_around_landmarks(photo, self.landmarks[i], self.image_size, self.crop_scale, rng,
+                                                        self.scale_jitter, self.shift_std)
+        p_h = pose_to_p_h(pose_in_crop(self.pose[i], photo.shape[:2], window, self.image_size), self.image_size)
+        return crop, p_h, landmarks
 
     def batch(self, indices, rng: np.random.Generator | None) -> RealBatch:
         parts = [self.sample(int(i), rng) for i in indices]
