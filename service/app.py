@@ -22,7 +22,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
-from service.jobs import JobRunner, JobStoreError, open_job_store
+from service.jobs import JobRunner, JobStoreError, open_job_store, store_outage_errors
 from service.metrics import Metrics
 from service.model_store import ModelStoreError, find_model_store
 from service.routes import router
@@ -114,6 +114,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.Problem)
     async def on_problem(request: Request, problem: errors.Problem):
         return problem_response(problem, request)
+
+    for outage in store_outage_errors():
+        @app.exception_handler(outage)
+        async def on_store_outage(request: Request, error: Exception):
+            log.warning("job store unavailable: %s", error)
+            retry = str(app.state.settings.retry_after_s)
+            problem = errors.Problem(503, "job-store-unavailable", "Job store unavailable",
+                                     "the job store cannot be reached right now; retry later", headers={"Retry-After": retry})
+            return problem_response(problem, request)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, error: StarletteHTTPException):

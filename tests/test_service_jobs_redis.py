@@ -227,3 +227,19 @@ def test_two_stores_never_claim_the_same_job(redis_url):
     finally:
         for store in stores:
             store.close()
+
+
+def test_redis_down_gives_503_and_the_service_recovers(store_root, redis_server, redis_url):
+    """While Redis is unreachable the job routes answer 503 problem+json with Retry-After, never 500;
+    once it is back the same service accepts jobs again."""
+    image, options = boxed_noise()
+    with TestClient(make_app(store_root, redis_url, job_workers=0), raise_server_exceptions=False) as client:
+        redis_server.stop()
+        try:
+            refused = submit(client, image, **options)
+            assert_problem(refused, 503, "job-store-unavailable")
+            assert refused.headers["Retry-After"]
+            assert_problem(client.get("/v1/jobs/some-id"), 503, "job-store-unavailable")
+        finally:
+            redis_server.start()
+        assert submit(client, image, **options).status_code == 202

@@ -14,7 +14,20 @@ from service.jobs.sqlite_store import SQLiteJobStore
 
 REDIS_SCHEMES = ("redis://", "rediss://")
 
-__all__ = ["Job", "JobRunner", "JobStore", "JobStoreError", "SQLiteJobStore", "open_job_store"]
+__all__ = ["Job", "JobRunner", "JobStore", "JobStoreError", "SQLiteJobStore", "open_job_store", "store_outage_errors"]
+
+
+def store_outage_errors() -> tuple[type[Exception], ...]:
+    """What a store raises while it cannot be reached or written (a locked or full disk, Redis down):
+    the request that met it is answered 503, to be retried, not 500."""
+    import sqlite3
+
+    outages: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    except ImportError:
+        return outages
+    return outages + (RedisConnectionError, RedisTimeoutError)
 
 
 def open_job_store(url: str, max_queued: int, lease_s: float) -> JobStore:
