@@ -98,6 +98,8 @@ def test_stage_two_trains_resumes_and_exports(tmp_path, kit):
     train_texture(cfg, tmp_path / "texture", TextureStageSettings(**{**vars(settings), "steps": 3}), albedo, geometry)
     rows = list(csv.DictReader((tmp_path / "texture" / "log.csv").open()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    best = torch.load(tmp_path / "texture" / "best.pt", weights_only=False)
+    assert best["step"] == 2 and best["val_mae"] == float(rows[1]["val_mae"])  # the one validation so far
     assert all(float(r["contextual"]) >= 0 for r in rows) and 0 < float(rows[1]["val_mae"]) < 1
     export_main(["--geometry", str(geometry), "--texture", str(ckpt), "--root", str(tmp_path / "store"),
                  "--name", "tiny", "--version", "0.0.2"])

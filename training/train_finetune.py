@@ -174,6 +174,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
     weights, anchor_weights = FinetuneLossWeights(), GeometryLossWeights()
+    best = out / "best.pt"  # the checkpoint with the lowest held-out landmark NME so far
+    best_nme = torch.load(best, weights_only=False)["val_real_landmark_nme"] if best.exists() else float("inf")
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     with log_path.open("a", newline="") as log_file:
@@ -210,8 +212,12 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                 log.writerow(row + [val.get(k, "") for k in ("val_real_landmark_nme", "val_real_photometric")])
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}")
+            state = dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), optimizer=opt.state_dict(),
+                         config=cfg.as_dict(), step=step, stage="finetune")
+            if val and val["val_real_landmark_nme"] < best_nme:
+                best_nme = val["val_real_landmark_nme"]
+                save_checkpoint(out / "best.pt", **state, val_real_landmark_nme=best_nme)
             if step % settings.checkpoint_every == 0 or step == settings.steps:
-                save_checkpoint(ckpt_path, geometry_model=geometry.state_dict(), texture_model=texture.state_dict(),
-                                optimizer=opt.state_dict(), config=cfg.as_dict(), step=step, stage="finetune")
+                save_checkpoint(ckpt_path, **state)
         bar.close()
     return ckpt_path

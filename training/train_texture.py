@@ -9,7 +9,8 @@ photo and whether it is seen there (from the ground-truth geometry, as the servi
 from the geometry stream's), and p_t with noise standing in for the geometry stream's error.
 A quarter of the faces have an occluder in front (a hand, hair strands, glasses) whose pixels count
 as unseen, and half the backgrounds are patches of real photos cut away from their faces.
-L = 0.1 L_rec + 3 L_con + 0.2 L_adv (the issue's weights), Adam at 1e-4.
+L = 100 L_rec + 3 L_con + 0.2 L_adv (L_rec's weight rescaled for colours in [0, 1]: see
+``TextureLossWeights``), Adam at 1e-4. ``best.pt`` keeps the checkpoint with the lowest validation albedo error.
 
 L_con needs a feature network. The paper uses an ImageNet VGG; none can be downloaded here, so it is
 the first two stages of *our* stage-1 encoder (a VGG-style stack trained on face photos), frozen:
@@ -42,7 +43,12 @@ HEATMAP_SIGMA_AT_128 = 1.5  # the service's landmark heatmaps (service/engine/un
 
 @dataclass(frozen=True)
 class TextureLossWeights:
-    reconstruction: float = 0.1
+    """The issue's weights are 0.1 / 3 / 0.2 for colours in [0, 255]; ours are in [0, 1], which makes
+    the squared L_rec 255^2 times smaller. With 0.1 here L_con and L_adv alone steer the stream and
+    its albedo error grew past the linear albedo's (runs of 600 steps); 100 keeps L_rec comparable
+    with them."""
+
+    reconstruction: float = 100.0
     contextual: float = 3.0
     adversarial: float = 0.2
 
@@ -186,6 +192,7 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
         opt.load_state_dict(ckpt["optimizer"])
         opt_d.load_state_dict(ckpt["optimizer_discriminator"])
         step = ckpt["step"]
+    best_mae = torch.load(out / "best.pt", weights_only=False)["val_mae"] if (out / "best.pt").exists() else float("inf")
     noise = torch.Generator().manual_seed(settings.seed)
     face = mask[None, None].float()
     log_path = out / "log.csv"
@@ -226,8 +233,12 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
                 log.writerow(row + [d_loss.item()] + [val.get(k, "") for k in ("val_mae", "val_mae_visible", "val_linear_mae", "val_linear_mae_visible")])
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_mae": f"{val['val_mae']:.4f}"} if val else {}))
+            state = dict(model=net.state_dict(), discriminator=disc.state_dict(), optimizer=opt.state_dict(),
+                         optimizer_discriminator=opt_d.state_dict(), config=cfg.as_dict(), step=step, stage="texture")
+            if val and val["val_mae"] < best_mae:
+                best_mae = val["val_mae"]
+                save_checkpoint(out / "best.pt", **state, val_mae=best_mae)
             if step % settings.checkpoint_every == 0 or step == settings.steps:
-                save_checkpoint(ckpt_path, model=net.state_dict(), discriminator=disc.state_dict(), optimizer=opt.state_dict(),
-                                optimizer_discriminator=opt_d.state_dict(), config=cfg.as_dict(), step=step, stage="texture")
+                save_checkpoint(ckpt_path, **state)
         bar.close()
     return ckpt_path
