@@ -27,6 +27,19 @@ def test_k8s_manifests():
     assert all(k.startswith("FACERECON_") for k in docs["ConfigMap"]["data"])
 
 
+def test_k8s_manifests_match_the_kubernetes_schemas():
+    """Every manifest against the Kubernetes 1.30 schemas (bundled by kubernetes-validate, no network),
+    strict: an unknown or misspelt field fails; so does a wrong type, checked on a broken copy."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra) is not installed")
+    docs = [d for f in sorted((ROOT / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+    broken = next(d for d in docs if d["kind"] == "Deployment")
+    broken = {**broken, "spec": {**broken["spec"], "replicas": "two"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.30", strict=True)
+
+
 def test_dockerfile_is_non_root_with_a_healthcheck():
     text = (ROOT / "Dockerfile").read_text()
     assert "USER facerecon" in text and "HEALTHCHECK" in text and "ARG VARIANT=cpu" in text
