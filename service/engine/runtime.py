@@ -21,6 +21,9 @@ def session_options(threads: int) -> ort.SessionOptions:
     # Requests already run side by side; more inter-op threads would only oversubscribe the cores.
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Two sessions share the cores, one right after the other: threads left spinning after the geometry
+    # graph starve the texture graph (measured on 2 cores: 37 + 52 ms per face spinning, 17 + 26 ms not).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
