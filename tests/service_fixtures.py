@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import subprocess
 import threading
@@ -122,3 +123,14 @@ def http_server(app, timeout_s: float = 60.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def apt_install(package: str) -> None:
+    """apt-get install ``package``, where we may (root on a Debian-like machine); silent when we may not,
+    so the test that needs it skips with its own reason."""
+    apt = shutil.which("apt-get")
+    if not apt or os.geteuid() != 0:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, timeout=300)
+    subprocess.run([apt, "install", "-y", "-qq", package], env=env, capture_output=True, timeout=600)

@@ -7,7 +7,6 @@ when missing and possible, and the tests skip only when it cannot be.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -22,21 +21,11 @@ from fastapi.testclient import TestClient
 from service.jobs import JobStoreError, SQLiteJobStore, open_job_store
 from service.schemas import Options
 from test_service_jobs import assert_problem, boxed_noise, make_app, submit, wait_finished
-from service_fixtures import tiny_store
+from service_fixtures import apt_install, tiny_store
 
 redis = pytest.importorskip("redis", reason="redis-py (serve extra) is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def install_redis_server() -> None:
-    """apt-get install redis-server, where we may (root on a Debian-like machine); silent when we may not."""
-    apt = shutil.which("apt-get")
-    if not apt or os.geteuid() != 0:
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, timeout=300)
-    subprocess.run([apt, "install", "-y", "-qq", "redis-server"], env=env, capture_output=True, timeout=600)
 
 
 def free_port() -> int:
@@ -83,7 +72,7 @@ class RedisServer:
 def redis_server(tmp_path_factory):
     binary = shutil.which("redis-server")
     if binary is None:
-        install_redis_server()
+        apt_install("redis-server")
         binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("no redis-server on PATH, and apt-get could not install it")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.settings import Settings
-from service_fixtures import build_viewer, http_server, photo_path, tiny_store
+from service_fixtures import apt_install, build_viewer, http_server, photo_path, tiny_store
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
 
@@ -41,21 +40,11 @@ def find_chromium() -> str | None:
     return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
 
 
-def install_chromium() -> None:
-    """apt-get install chromium, where we may (root on a Debian-like machine); silent when we may not."""
-    apt = shutil.which("apt-get")
-    if not apt or os.geteuid() != 0:
-        return
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, timeout=300)
-    subprocess.run([apt, "install", "-y", "-qq", "chromium"], env=env, capture_output=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
     path = find_chromium()
     if path is None:
-        install_chromium()
+        apt_install("chromium")
         path = find_chromium()
     if path is None:
         pytest.skip(f"no Chromium ({', '.join(CHROMIUM_NAMES)}) on PATH, and apt-get could not install it")

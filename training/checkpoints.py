@@ -22,3 +22,18 @@ def load_checkpoint(path: Path, config: dict, device: torch.device) -> dict | No
     if ckpt["config"] != config:
         raise ValueError(f"{path} was trained with another config; use a fresh --out")
     return ckpt
+
+
+class BestCheckpoint:
+    """``best.pt`` in a run folder: the checkpoint with the lowest value of one validation figure so
+    far, which a resumed run keeps beating rather than restarting from."""
+
+    def __init__(self, folder: Path, metric: str):
+        self.path, self.metric = folder / "best.pt", metric
+        self.value = torch.load(self.path, weights_only=False)[metric] if self.path.exists() else float("inf")
+
+    def offer(self, validation: dict, state: dict) -> None:
+        """Save ``state`` (with the figure) when ``validation`` holds a better value of the metric."""
+        if self.metric in validation and validation[self.metric] < self.value:
+            self.value = validation[self.metric]
+            save_checkpoint(self.path, **state, **{self.metric: self.value})

@@ -106,7 +106,7 @@ def validate(net: GeometryStream, gen: SynthFaceGenerator, targets: GeometryTarg
              weights: GeometryLossWeights, device: torch.device, real: FittedPhotos | None = None) -> dict[str, float]:
     net.eval()
     size = gen.settings.image_size
-    batches = [_to(gen.batch(VALIDATION_SEED, i, settings.batch_size), device) for i in range(settings.validation_batches)]
+    batches = [to_device(gen.batch(VALIDATION_SEED, i, settings.batch_size), device) for i in range(settings.validation_batches)]
     out = {}
     for label, group in (("val", batches), ("val_real", _real_batches(real, settings.batch_size, device))):
         nmes, asm = [], []
@@ -125,10 +125,11 @@ def _real_batches(real: FittedPhotos | None, batch_size: int, device):
     """The held-out fitted photos, cropped without jitter (empty without a fitted set)."""
     if real is None:
         return []
-    return [_to(real.batch(range(i, min(i + batch_size, len(real))), None), device) for i in range(0, len(real), batch_size)]
+    return [to_device(real.batch(range(i, min(i + batch_size, len(real))), None), device) for i in range(0, len(real), batch_size)]
 
 
-def _to(batch, device):
+def to_device(batch, device):
+    """Move every tensor field of a batch dataclass (synthetic or real) to ``device``; returns the batch."""
     for name, value in vars(batch).items():
         setattr(batch, name, value.to(device))
     return batch
@@ -168,12 +169,12 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
         bar = tqdm(total=settings.steps, initial=step, desc="stage 1 geometry", unit="step")
         net.train()
         while step < settings.steps:
-            batch = _to(gen.batch(settings.seed, step, settings.batch_size), dev)
+            batch = to_device(gen.batch(settings.seed, step, settings.batch_size), dev)
             terms = geometry_loss(net(batch.image), batch, targets, weights)
             if real is not None:
                 rng = np.random.default_rng([settings.seed, step, 1])
                 picked = rng.choice(len(real), settings.real_batch_size, replace=False)
-                real_batch = _to(real.batch(picked, rng), dev)
+                real_batch = to_device(real.batch(picked, rng), dev)
                 real_terms = geometry_loss(net(real_batch.image), real_batch, targets, weights)
                 terms = {k: terms[k] + real_terms[k] for k in terms}
             opt.zero_grad(set_to_none=True)

@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from training import losses
-from training.checkpoints import load_checkpoint, save_checkpoint
+from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint
 from training.evaluate.metrics import nme_2d
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
@@ -41,7 +41,7 @@ from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureS
 from training.models.pose import pose_to_camera
 from training.render import RenderSettings, render_mesh
 from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
-from training.train import GeometryLossWeights, GeometryTargets, geometry_loss, project_landmarks
+from training.train import GeometryLossWeights, GeometryTargets, geometry_loss, project_landmarks, to_device
 from training.train_texture import TextureInputs, landmark_heatmaps, uv_grid_from_geometry
 
 
@@ -174,8 +174,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
     weights, anchor_weights = FinetuneLossWeights(), GeometryLossWeights()
-    best = out / "best.pt"  # the checkpoint with the lowest held-out landmark NME so far
-    best_nme = torch.load(best, weights_only=False)["val_real_landmark_nme"] if best.exists() else float("inf")
+    best = BestCheckpoint(out, "val_real_landmark_nme")
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     with log_path.open("a", newline="") as log_file:
@@ -195,9 +194,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             landmarks = torch.cat([b.landmarks for b in parts]).to(dev)
             _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
             terms = finetune_loss(image, landmarks, shaded, marks, weights)
-            synthetic = gen.batch(settings.seed + 3, step, settings.anchor_batch_size)
-            for name, value in vars(synthetic).items():
-                setattr(synthetic, name, value.to(dev))
+            synthetic = to_device(gen.batch(settings.seed + 3, step, settings.anchor_batch_size), dev)
             terms["anchor"] = geometry_loss(geometry(synthetic.image), synthetic, targets, anchor_weights)["total"]
             terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
@@ -214,9 +211,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}")
             state = dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), optimizer=opt.state_dict(),
                          config=cfg.as_dict(), step=step, stage="finetune")
-            if val and val["val_real_landmark_nme"] < best_nme:
-                best_nme = val["val_real_landmark_nme"]
-                save_checkpoint(out / "best.pt", **state, val_real_landmark_nme=best_nme)
+            best.offer(val, state)
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 save_checkpoint(ckpt_path, **state)
         bar.close()

@@ -30,14 +30,14 @@ from torch import nn
 from tqdm import tqdm
 
 from training import losses
-from training.checkpoints import load_checkpoint, save_checkpoint
+from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint
 from training.facemodel import UVFaceModel
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, PatchDiscriminator, TextureStream
 from training.models.pose import pose_to_camera
 from training.synth import SynthBatch, SynthFaceGenerator, SynthSettings
 from training.synth.clutter import photo_patches
+from training.train import VALIDATION_SEED, to_device
 
-VALIDATION_SEED = 999_999
 HEATMAP_SIGMA_AT_128 = 1.5  # the service's landmark heatmaps (service/engine/unwrap.py) use the same
 
 
@@ -149,18 +149,12 @@ def validate_texture(net: TextureStream, gen: SynthFaceGenerator, settings: Text
     net.eval()
     rows = []
     for i in range(settings.validation_batches):
-        batch = _to(gen.batch(VALIDATION_SEED, i, settings.batch_size), device)
+        batch = to_device(gen.batch(VALIDATION_SEED, i, settings.batch_size), device)
         albedo, linear, _ = net(*texture_inputs(batch).as_args())
         rows.append(albedo_errors(albedo, batch.albedo, mask, batch.uv_visible) + albedo_errors(linear, batch.albedo, mask, batch.uv_visible))
     net.train()
     mean = np.mean(rows, 0)
     return {"val_mae": mean[0], "val_mae_visible": mean[1], "val_linear_mae": mean[2], "val_linear_mae_visible": mean[3]}
-
-
-def _to(batch, device):
-    for name, value in vars(batch).items():
-        setattr(batch, name, value.to(device))
-    return batch
 
 
 def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings, albedo_path: Path, features_path: Path,
@@ -192,7 +186,7 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
         opt.load_state_dict(ckpt["optimizer"])
         opt_d.load_state_dict(ckpt["optimizer_discriminator"])
         step = ckpt["step"]
-    best_mae = torch.load(out / "best.pt", weights_only=False)["val_mae"] if (out / "best.pt").exists() else float("inf")
+    best = BestCheckpoint(out, "val_mae")
     noise = torch.Generator().manual_seed(settings.seed)
     face = mask[None, None].float()
     log_path = out / "log.csv"
@@ -207,7 +201,7 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
         net.train()
         while step < settings.steps:
             noise.manual_seed(settings.seed * 1_000_003 + step)  # a resumed run draws the same noise
-            batch = _to(gen.batch(settings.seed, step, settings.batch_size), dev)
+            batch = to_device(gen.batch(settings.seed, step, settings.batch_size), dev)
             albedo, _, _ = net(*texture_inputs(batch, settings.p_t_noise, noise).as_args())
             real, fake = batch.albedo * face, albedo * face
 
@@ -235,9 +229,7 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_mae": f"{val['val_mae']:.4f}"} if val else {}))
             state = dict(model=net.state_dict(), discriminator=disc.state_dict(), optimizer=opt.state_dict(),
                          optimizer_discriminator=opt_d.state_dict(), config=cfg.as_dict(), step=step, stage="texture")
-            if val and val["val_mae"] < best_mae:
-                best_mae = val["val_mae"]
-                save_checkpoint(out / "best.pt", **state, val_mae=best_mae)
+            best.offer(val, state)
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 save_checkpoint(ckpt_path, **state)
         bar.close()
