@@ -1,5 +1,7 @@
 """The dual-stream network's modules on tiny seeded inputs: shapes, gradients, SSRPM/SRSM behaviour."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -55,6 +57,44 @@ def test_texture_stream_and_discriminator_shapes_and_gradients():
     grads = {n: p.grad for n, p in net.named_parameters()}
     assert grads["ssrpm.kappa"] is not None and torch.isfinite(grads["ssrpm.kappa"])
     assert all(g is not None for g in grads.values())
+
+
+@pytest.mark.parametrize("regions", [8, 32])
+def test_texture_stream_takes_any_number_of_regions(regions):
+    cfg = tiny(regions).texture
+    _, _, soft = TextureStream(cfg, AlbedoModel.placeholder(cfg.albedo_dim, cfg.uv_size))(*texture_inputs(cfg))
+    assert soft.shape[1] == regions
+
+
+def test_plain_encoder_decoder_ablation_starts_at_the_linear_albedo_and_uses_every_input(tmp_path):
+    """The plain variant (no skips, SSRPM or SRSM) keeps the texture graph's five inputs, so the service
+    runs it unchanged; its output starts equal to I_ua and learns through every input, heatmaps included."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from training.export.onnx import export_texture
+
+    torch.manual_seed(0)
+    cfg = replace(tiny().texture, plain=True)
+    net = TextureStream(cfg, AlbedoModel.placeholder(cfg.albedo_dim, cfg.uv_size))
+    assert not hasattr(net, "ssrpm") and not hasattr(net, "srsm")
+    inputs = list(texture_inputs(cfg))
+    albedo, linear, regions = net(*inputs)
+    assert regions is None
+    torch.testing.assert_close(albedo, linear.clamp(0.01, 0.99))
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    inputs[2].requires_grad_(True)
+    net(*inputs)[0].square().mean().backward()
+    assert inputs[2].grad.abs().sum() > 0 and net.content[0][0].weight.grad.abs().sum() > 0
+
+    net.eval()
+    names = ["p_t", "image", "heatmaps", "uv_grid", "uv_visibility"]
+    feeds = dict(zip(names, (t.detach() for t in inputs)))
+    export_texture(net, tmp_path / "texture.onnx", feeds)
+    session = ort.InferenceSession(str(tmp_path / "texture.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == names
+    got = session.run(["albedo"], {k: v.numpy() for k, v in feeds.items()})[0]
+    np.testing.assert_allclose(got, net(*feeds.values())[0].detach().numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("preset", [cpu_small, paper])

@@ -128,7 +128,7 @@ def test_stage_three_fine_tunes_both_streams_through_the_renderer(tmp_path, fitt
     cfg = tiny()
     albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
     common = ["--config", "tiny", "--batch-size", "2", "--albedo", str(albedo), "--fitted", str(fitted),
-              "--photos", str(PHOTOS), "--validate-every", "2", "--checkpoint-every", "1"]
+              "--photos", str(PHOTOS), "--validate-every", "2", "--checkpoint-every", "1", "--profiled", "2"]
     utkface = PHOTOS.parent / "utkface-aligned-200"
     if utkface.is_dir():  # half of every stage-3 batch from UTKFace, landmarks by dlib
         from training.photos.__main__ import main as photos_main
@@ -144,6 +144,7 @@ def test_stage_three_fine_tunes_both_streams_through_the_renderer(tmp_path, fitt
     assert moved and not any(k.startswith("albedo.") for k in moved)  # the albedo model stays a constant
     rows = list(csv.DictReader((tmp_path / "run" / "finetune" / "log.csv").open()))
     assert float(rows[0]["pixel"]) > 0 and float(rows[0]["landmark"]) > 0 and int(rows[-1]["step"]) == 2
+    assert "val_profiled_landmark_nme" in rows[0]
     train_main(["finetune", "--out", str(tmp_path / "run" / "finetune"), "--steps", "3", *common,
                 "--geometry-from", "unused", "--texture-from", "unused"])
     assert torch.load(ckpt, weights_only=False)["step"] == 3
@@ -151,3 +152,90 @@ def test_stage_three_fine_tunes_both_streams_through_the_renderer(tmp_path, fitt
                  "--name", "tiny", "--version", "0.0.3"])
     trained = load_model_store(tmp_path / "store" / "tiny" / "0.0.3").manifest["evaluation"]["trained"]
     assert trained == {"geometry": "finetune stage, 3 steps", "texture": "finetune stage, 3 steps"}
+
+
+def test_geometry_loss_ablations_switch_terms_off(uv_models):
+    """Table III's presets: "asm" is L_p plus a plain masked MSE on A_id (no W); each later preset adds
+    one term, and "full" is the paper's L_gs."""
+    from training import losses
+    from training.synth import SynthFaceGenerator, SynthSettings
+    from training.train import GEOMETRY_LOSS_ABLATIONS, GeometryTargets, geometry_loss
+    from training.models import GeometryStream
+
+    torch.manual_seed(0)
+    cfg = tiny().geometry
+    targets = GeometryTargets(uv_models[64], torch.device("cpu"))
+    batch = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=cfg.image_size)).batch(0, 0, 2)
+    out = GeometryStream(cfg)(batch.image)
+    terms = {name: geometry_loss(out, batch, targets, w) for name, w in GEOMETRY_LOSS_ABLATIONS.items()}
+
+    mse = losses.asm_loss(out.a_id, batch.a_id, out.a_exp, batch.a_exp, targets.mask, targets.mask)
+    torch.testing.assert_close(terms["asm"]["asm"], mse)
+    assert not torch.allclose(terms["asm+w"]["asm"], mse)  # W reweights the regions
+    for name in ("asm", "asm+w"):
+        torch.testing.assert_close(terms[name]["total"], 0.5 * terms[name]["parametric"] + terms[name]["asm"])
+    full = terms["full"]
+    torch.testing.assert_close(terms["asm+w+sym"]["total"], full["total"] - 1e-3 * full["laplacian"])
+    torch.testing.assert_close(full["total"], 0.5 * full["parametric"] + full["asm"] + 0.5 * full["symmetry"]
+                               + 1e-3 * full["laplacian"])
+
+
+def test_cli_ablation_switches_reach_the_checkpoints(tmp_path, kit):
+    """--geometry-losses is recorded in the stage-1 checkpoint; --regions and --plain-texture in the
+    stage-2 config, which export then builds the texture stream from."""
+    from service.model_store import load_model_store
+    from training.export.__main__ import main as export_main
+    from training.train import main as train_main
+
+    cfg = tiny()
+    albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
+    common = ["--config", "tiny", "--batch-size", "2", "--steps", "1", "--validate-every", "5", "--albedo", str(albedo)]
+    train_main(["geometry", "--out", str(tmp_path / "g"), "--geometry-losses", "asm+w", *common])
+    geometry = torch.load(tmp_path / "g" / "checkpoint.pt", weights_only=False)
+    weights = geometry["loss_weights"]
+    assert weights["symmetry"] == weights["laplacian"] == 0 and weights["region_weighting"] is True
+    train_main(["texture", "--out", str(tmp_path / "t"), "--plain-texture", "--regions", "6",
+                "--features", str(tmp_path / "g" / "checkpoint.pt"), *common])
+    texture = torch.load(tmp_path / "t" / "checkpoint.pt", weights_only=False)
+    assert texture["config"]["texture"]["plain"] and texture["config"]["texture"]["regions"] == 6
+    export_main(["--geometry", str(tmp_path / "g" / "checkpoint.pt"), "--texture", str(tmp_path / "t" / "checkpoint.pt"),
+                 "--root", str(tmp_path / "store"), "--name", "tiny", "--version", "0.0.3"])
+    store = load_model_store(tmp_path / "store" / "tiny" / "0.0.3")
+    assert store.manifest["config"]["texture"]["plain"] is True
+
+
+def test_profiled_faces_turn_fitted_photos_towards_the_side_they_show(fitted, uv_models):
+    """Face profiling: a fitted photo's identity, expression and unwrapped skin at 45-85° of yaw, turned
+    the way the photo already faces; exact A_id, A_exp, p_h and landmarks, as a stage-1 real batch."""
+    import numpy as np
+
+    from training.synth import SynthFaceGenerator, SynthSettings
+    from training.synth.profiling import ProfiledFaces, fill_unseen
+    from training.train import GeometryLossWeights, GeometryTargets, geometry_loss
+    from training.models import GeometryStream
+
+    gen = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=32))
+    faces = ProfiledFaces(fitted, gen)
+    batch = faces.batch(0, 0, 6)
+    assert batch.image.shape == (6, 3, 32, 32) and batch.a_id.shape == (6, 3, 64, 64) and batch.landmarks.shape == (6, 68, 2)
+    yaw = np.rad2deg(batch.p_h[:, 0].numpy())
+    assert ((np.abs(yaw) >= 45) & (np.abs(yaw) <= 85)).all()
+    again = faces.batch(0, 0, 6)
+    torch.testing.assert_close(again.image, batch.image)  # a pure function of (seed, index)
+    picked = np.random.default_rng([0, 0, 4]).choice(len(faces), 6, replace=False)
+    fitted_yaw = faces.rotation[picked, 0]
+    turned = np.abs(fitted_yaw) > np.deg2rad(5)
+    assert (np.sign(yaw[turned]) == np.sign(fitted_yaw[turned])).all()
+    assert ((batch.landmarks > 0) & (batch.landmarks < 32)).float().mean() > 0.9
+    cfg = tiny().geometry
+    terms = geometry_loss(GeometryStream(cfg)(batch.image), batch, GeometryTargets(uv_models[64], torch.device("cpu")),
+                          GeometryLossWeights())
+    assert torch.isfinite(terms["total"])
+
+    texture = np.zeros((8, 8, 3), np.uint8)
+    texture[1:7, 1:7] = 50
+    texture[2:6, 2:6] = 200
+    visible = np.zeros((8, 8), bool)
+    visible[1:7, 1:7] = True  # its rim (background in a real unwrap) is eroded away
+    filled = fill_unseen(texture, visible, erode=1)
+    assert (filled[2:6, 2:6] == 200).all() and (filled[0, 0] == 200).all() and (filled[1, 1] == 200).all()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from training.models.config import NetworkConfig
+
 
 def save_checkpoint(path: Path, **state) -> None:
     """Write ``state`` to ``path`` through a temporary file, so a kill never leaves half a checkpoint."""
@@ -14,12 +16,12 @@ def save_checkpoint(path: Path, **state) -> None:
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, config: dict, device: torch.device) -> dict | None:
+def load_checkpoint(path: Path, config: NetworkConfig, device: torch.device) -> dict | None:
     """The checkpoint at ``path``, or None when there is none; refuses one trained with another config."""
     if not path.exists():
         return None
     ckpt = torch.load(path, map_location=device, weights_only=False)
-    if ckpt["config"] != config:
+    if not config.matches(ckpt["config"]):
         raise ValueError(f"{path} was trained with another config; use a fresh --out")
     return ckpt
 

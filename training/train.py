@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,16 @@ class GeometryLossWeights:
     asm: float = 1.0
     symmetry: float = 0.5
     laplacian: float = 1e-3
+    region_weighting: bool = True  # W in L_asm; off, A_id's error is a plain masked MSE
+
+
+# The paper's Table III, one loss term added at a time (L_p is always on).
+GEOMETRY_LOSS_ABLATIONS = {
+    "asm": GeometryLossWeights(symmetry=0.0, laplacian=0.0, region_weighting=False),
+    "asm+w": GeometryLossWeights(symmetry=0.0, laplacian=0.0),
+    "asm+w+sym": GeometryLossWeights(laplacian=0.0),
+    "full": GeometryLossWeights(),
+}
 
 
 @dataclass(frozen=True)
@@ -82,9 +92,10 @@ def geometry_loss(net_out, batch, targets: GeometryTargets, weights: GeometryLos
     if p_t_gt is not None and p_t_gt.shape[1] == net_out.p_t.shape[1]:
         # Averaged over the K coefficients so that 80 albedo values do not drown the 33 pose and light ones.
         parametric = parametric + (net_out.p_t - p_t_gt).square().mean()
+    w = targets.weight if weights.region_weighting else targets.mask
     terms = {
         "parametric": parametric,
-        "asm": losses.asm_loss(net_out.a_id, batch.a_id, net_out.a_exp, batch.a_exp, targets.weight, targets.mask),
+        "asm": losses.asm_loss(net_out.a_id, batch.a_id, net_out.a_exp, batch.a_exp, w, targets.mask),
         "symmetry": losses.symmetry_loss(net_out.a_id, targets.mirror),
         "laplacian": losses.laplacian_loss(net_out.a_full, targets.mask),
     }
@@ -103,7 +114,8 @@ def project_landmarks(a_full: torch.Tensor, p_h: torch.Tensor, landmarks_uv: tor
 
 @torch.no_grad()
 def validate(net: GeometryStream, gen: SynthFaceGenerator, targets: GeometryTargets, settings: StageSettings,
-             weights: GeometryLossWeights, device: torch.device, real: FittedPhotos | None = None) -> dict[str, float]:
+             device: torch.device, real: FittedPhotos | None = None) -> dict[str, float]:
+    """Landmark NME and L_asm (with W, whatever the run trains with, so runs compare) on fixed faces."""
     net.eval()
     size = gen.settings.image_size
     batches = [to_device(gen.batch(VALIDATION_SEED, i, settings.batch_size), device) for i in range(settings.validation_batches)]
@@ -112,7 +124,7 @@ def validate(net: GeometryStream, gen: SynthFaceGenerator, targets: GeometryTarg
         nmes, asm = [], []
         for batch in group:
             pred_out = net(batch.image)
-            asm.append(float(geometry_loss(pred_out, batch, targets, weights)["asm"]))
+            asm.append(float(geometry_loss(pred_out, batch, targets, GeometryLossWeights())["asm"]))
             pred = project_landmarks(pred_out.a_full, pred_out.p_h, targets.landmarks_uv, size)
             nmes += [nme_2d(p, g) for p, g in zip(pred.cpu().numpy(), batch.landmarks.cpu().numpy())]
         if nmes:
@@ -136,10 +148,12 @@ def to_device(batch, device):
 
 
 def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, device: str = "cpu",
-                   fitted: Path | None = None, photos: Path | None = None, albedo: Path | None = None) -> Path:
+                   fitted: Path | None = None, photos: Path | None = None, albedo: Path | None = None,
+                   weights: GeometryLossWeights = GeometryLossWeights()) -> Path:
     """Run (or resume) stage 1 into ``out``; returns the checkpoint path. ``fitted`` (a
     ``training.fitting`` output folder) and ``photos`` (its photo folder) add real photos;
-    ``albedo`` (a ``training.albedo`` npz) draws the synthetic albedo from it and supervises p_t."""
+    ``albedo`` (a ``training.albedo`` npz) draws the synthetic albedo from it and supervises p_t;
+    ``weights`` are L_gs's (Table III's ablations switch terms off)."""
     torch.manual_seed(settings.seed)
     dev = torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,14 +161,13 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=cfg.geometry.image_size), albedo,
                              cfg.geometry.albedo_dim)
     targets = GeometryTargets(face_model, dev)
-    weights = GeometryLossWeights()
     real = FittedPhotos(fitted, photos, cfg.geometry.image_size) if fitted else None
     real_val = FittedPhotos(fitted, photos, cfg.geometry.image_size, split="validation") if fitted else None
     net = GeometryStream(cfg.geometry).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     ckpt_path = out / "checkpoint.pt"
     step = 0
-    if (ckpt := load_checkpoint(ckpt_path, cfg.as_dict(), dev)) is not None:
+    if (ckpt := load_checkpoint(ckpt_path, cfg, dev)) is not None:
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
@@ -182,7 +195,7 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
             opt.step()
             step += 1
             bar.update(1)
-            val = validate(net, gen, targets, settings, weights, dev, real_val) if step % settings.validate_every == 0 else {}
+            val = validate(net, gen, targets, settings, dev, real_val) if step % settings.validate_every == 0 else {}
             if step % settings.log_every == 0 or val:
                 row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "parametric", "asm", "symmetry", "laplacian")]
                 log.writerow(row + [val.get(k, "") for k in ("val_asm", "val_landmark_nme", "val_real_asm", "val_real_landmark_nme")])
@@ -190,7 +203,7 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_nme": f"{val['val_landmark_nme']:.3f}"} if val else {}))
             if step % settings.checkpoint_every == 0 or step == settings.steps:
                 save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=cfg.as_dict(),
-                                step=step, stage="geometry")
+                                step=step, stage="geometry", loss_weights=asdict(weights))
         bar.close()
     return ckpt_path
 
@@ -222,16 +235,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/helen-afw-68pt"),
                         help="the fitted photos' folder (stage 2 cuts background patches from it)")
     parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size, help="stage 1")
+    parser.add_argument("--geometry-losses", choices=list(GEOMETRY_LOSS_ABLATIONS), default="full",
+                        help="stage 1: L_gs in full, or one of the paper's Table III ablations")
+    parser.add_argument("--regions", type=int, default=16, help="n, the texture stream's soft regions (8, 16, 32)")
+    parser.add_argument("--plain-texture", action="store_true",
+                        help="the texture stream as a plain encoder-decoder: no skips, no SSRPM/SRSM (an ablation)")
     parser.add_argument("--features", type=Path, help="stage 2: a stage-1 checkpoint whose encoder gives L_con's features")
     parser.add_argument("--p-t-noise", type=float, default=TextureStageSettings.p_t_noise, help="stage 2")
     parser.add_argument("--geometry-from", type=Path, help="stage 3: the stage-1 checkpoint to start from")
     parser.add_argument("--texture-from", type=Path, help="stage 3: the stage-2 checkpoint to start from")
     parser.add_argument("--extra-landmarks", type=Path, help="stage 3: a `python -m training.photos` file; its photos "
                         "make half of every batch")
+    parser.add_argument("--profiled", type=int, default=0, help="stage 3: profiled fitted photos per step (45-85° yaw)")
     parser.add_argument("--extra-photos", type=Path, default=Path("../shared/data/utkface-aligned-200"),
                         help="stage 3: the folder of --extra-landmarks' photos")
     args = parser.parse_args(argv)
-    cfg = PRESETS[args.config]()
+    cfg = PRESETS[args.config](args.regions)
+    if args.plain_texture:
+        cfg = replace(cfg, texture=replace(cfg.texture, plain=True))
 
     def common(stage_cls, steps):
         given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr}
@@ -241,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     def run(stage: str, out: Path, steps: int | None, features=None, geometry_from=None, texture_from=None) -> Path:
         if stage == "geometry":
             settings = StageSettings(real_batch_size=args.real_batch_size, **common(StageSettings, steps))
-            return train_geometry(cfg, out, settings, args.device, args.fitted, args.photos, args.albedo)
+            return train_geometry(cfg, out, settings, args.device, args.fitted, args.photos, args.albedo,
+                                  GEOMETRY_LOSS_ABLATIONS[args.geometry_losses])
         if args.albedo is None:
             parser.error(f"stage {stage} needs --albedo (the albedo model)")
         if stage == "texture":
@@ -251,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             return train_texture(cfg, out, settings, args.albedo, features, args.device, args.photos)
         if None in (geometry_from, texture_from, args.fitted):
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
-        settings = FinetuneSettings(**common(FinetuneSettings, steps))
+        settings = FinetuneSettings(profiled_batch_size=args.profiled, **common(FinetuneSettings, steps))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
                               args.device, extra)

@@ -130,7 +130,7 @@ class ContextualFeatures(nn.Module):
 def load_feature_network(path: Path, cfg: NetworkConfig, device: torch.device) -> ContextualFeatures:
     ckpt = torch.load(path, map_location=device, weights_only=False)
     geometry = GeometryStream(cfg.geometry)
-    geometry.load_state_dict(ckpt["model"])
+    geometry.load_state_dict(ckpt.get("geometry_model", ckpt.get("model")))  # a stage-3 file holds both streams
     return ContextualFeatures(geometry).to(device)
 
 
@@ -180,7 +180,7 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
     weights = TextureLossWeights()
     ckpt_path = out / "checkpoint.pt"
     step = 0
-    if (ckpt := load_checkpoint(ckpt_path, cfg.as_dict(), dev)) is not None:
+    if (ckpt := load_checkpoint(ckpt_path, cfg, dev)) is not None:
         net.load_state_dict(ckpt["model"])
         disc.load_state_dict(ckpt["discriminator"])
         opt.load_state_dict(ckpt["optimizer"])

@@ -4,6 +4,7 @@
     python -m training.evaluate synthetic --model model_store/<name>/<version> [--albedo data/albedo/albedo-k80.npz]
     python -m training.evaluate texture --model DIR --photos ../shared/eval/photos [--aflw DIR --limit N] [--grid PNG]
     python -m training.evaluate all --model DIR [--url URL] [--albedo NPZ] [--grid PNG]
+    python -m training.evaluate ablations --geometry-runs RUN… --texture-runs RUN… --base-geometry CKPT --albedo NPZ
 
 ``--model`` runs a model store in this process through the service's own stages (no server);
 ``--url`` asks a running service over HTTP.
@@ -61,6 +62,17 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--grid-rows", type=int, default=6)
     e.add_argument("--out", type=Path, default=Path("reports"))
     e.add_argument("--record", action="store_true", help="also store the figures in the model's manifest (`evaluation`)")
+    b = sub.add_parser("ablations", help="Table III's stage-1 runs and the texture stream's variants, each exported and scored")
+    b.add_argument("--geometry-runs", type=Path, nargs="*", default=[], help="stage-1 run folders (--geometry-losses …)")
+    b.add_argument("--texture-runs", type=Path, nargs="*", default=[], help="stage-2 run folders (--regions, --plain-texture)")
+    b.add_argument("--base-geometry", type=Path, help="the geometry checkpoint the texture runs are scored behind")
+    b.add_argument("--albedo", type=Path, required=True, help="the albedo model the runs were trained with")
+    b.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the AFLW2000-3D folder")
+    b.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
+    b.add_argument("--limit", type=int, help="at most this many AFLW2000-3D images")
+    b.add_argument("--photo-limit", type=int, default=20, help="at most this many photos per set for E_pho")
+    b.add_argument("--size", type=int, default=504, help="held-out synthetic faces")
+    b.add_argument("--out", type=Path, default=Path("reports"))
     r = sub.add_parser("record", help="store the figures of reports already written in the model's manifest")
     r.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     r.add_argument("--reports", type=Path, default=Path("reports"))
@@ -70,6 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         print(aflw2000_report(args.data, args.limit, args.out, url=args.url, model_dir=args.model, detector=args.detector))
     elif args.command == "synthetic":
         print(synthetic_report(args.model, args.size, args.out, args.albedo))
+    elif args.command == "ablations":
+        from .ablations import ablation_report
+
+        print(ablation_report(args.geometry_runs, args.texture_runs, args.base_geometry, args.albedo, args.data,
+                              args.photos, args.out, args.limit, args.size, args.photo_limit))
     elif args.command == "record":
         record_in_manifest(args.model, args.reports)
     elif args.command == "texture":
@@ -145,7 +162,7 @@ def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path 
     n = size or synthetic.SET_SIZE
     results = {label: synthetic.evaluate_expressions(predict, face_model, manifest["input_size"], size=n, with_expression=flag)
                for label, flag in (("A_id + A_exp", True), ("A_id only", False))}
-    albedo_results, albedo_note = synthetic_albedo(model_dir, manifest, face_model, albedo, n)
+    albedo_results, albedo_note = synthetic.stored_albedo_errors(model_dir, manifest, face_model, albedo, n)
 
     cats = [c for c in CATEGORIES if c in results["A_id + A_exp"]["by_category"]]
     bins = [b for b in aflw2000.BINS if b in results["A_id + A_exp"]["by_yaw"]]
@@ -169,33 +186,6 @@ def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path 
     (out / "synthetic.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "synthetic.md").write_text("\n".join(lines) + "\n")
     return "\n".join(lines) + "\n"
-
-
-def synthetic_albedo(model_dir: Path, manifest: dict, face_model, albedo: Path | None, n: int) -> tuple[dict | None, str]:
-    """The albedo MAE table's figures (or None) and a sentence saying what they are or why they are missing."""
-    if not (model_dir / "texture.onnx").is_file():
-        return None, f"Skipped: {model_dir} has no texture.onnx."
-    if albedo is None:
-        return None, ("Skipped: the true albedos are drawn from the albedo model the texture stream was trained with; "
-                      "pass it with `--albedo` (e.g. data/albedo/albedo-k80.npz).")
-    import numpy as np
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_dir / "texture.onnx"), providers=["CPUExecutionProvider"])
-    k = next(i["shape"][1] for i in manifest["onnx"]["texture"]["inputs"] if i["name"] == "p_t")
-    with np.load(albedo) as d:
-        have = len(d["std"])
-    if have < k:
-        raise SystemExit(f"{albedo} holds {have} albedo components; the texture graph takes p_t of {k}")
-
-    def predict(feeds):
-        return session.run(["albedo", "linear_albedo"], feeds)
-
-    results = synthetic.evaluate_albedo(predict, face_model, manifest["input_size"], albedo, k, size=n)
-    note = (f"Mean absolute error (colour in [0, 1]) against the true albedo, over the UV face mask and its visible "
-            f"part; albedos drawn from `{albedo}` ({k} components) plus detail; the texture graph's inputs built "
-            f"from the ground-truth geometry and the true p_t.")
-    return results, note
 
 
 def texture_report(model_dir: Path, photos: Path, aflw: Path | None, limit: int | None, out: Path,

@@ -8,6 +8,7 @@ alignment, in mm, and the same divided by the ground truth's outer inter-ocular 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -118,3 +119,29 @@ def evaluate_albedo(predict: TexturePredictor, model: UVFaceModel, image_size: i
                 "face_by_yaw": {b: float(np.mean([r[2] for r in mine if r[1] == b])) for b in bins}, "n": len(mine)}
 
     return {kind: summary(kind) for kind in kinds}
+
+
+def stored_albedo_errors(model_dir: Path, manifest: dict, face_model, albedo: Path | None, n: int) -> tuple[dict | None, str]:
+    """A model store's albedo MAE table (or None) and a sentence saying what it is or why it is missing."""
+    if not (model_dir / "texture.onnx").is_file():
+        return None, f"Skipped: {model_dir} has no texture.onnx."
+    if albedo is None:
+        return None, ("Skipped: the true albedos are drawn from the albedo model the texture stream was trained with; "
+                      "pass it with `--albedo` (e.g. data/albedo/albedo-k80.npz).")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / "texture.onnx"), providers=["CPUExecutionProvider"])
+    k = next(i["shape"][1] for i in manifest["onnx"]["texture"]["inputs"] if i["name"] == "p_t")
+    with np.load(albedo) as d:
+        have = len(d["std"])
+    if have < k:
+        raise ValueError(f"{albedo} holds {have} albedo components; the texture graph takes p_t of {k}")
+
+    def predict(feeds):
+        return session.run(["albedo", "linear_albedo"], feeds)
+
+    results = evaluate_albedo(predict, face_model, manifest["input_size"], albedo, k, size=n)
+    note = (f"Mean absolute error (colour in [0, 1]) against the true albedo, over the UV face mask and its visible "
+            f"part; albedos drawn from `{albedo}` ({k} components) plus detail; the texture graph's inputs built "
+            f"from the ground-truth geometry and the true p_t.")
+    return results, note

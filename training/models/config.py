@@ -39,6 +39,7 @@ class TextureConfig:
     widths: tuple[int, ...] = (32, 64, 128, 128)  # U-Net encoder; the decoder mirrors it
     srsm_levels: tuple[int, ...] = (2, 3)  # U-Net levels (0 = full resolution) that get SRSM
     regions: int = 16  # n soft semantic regions of SSRPM
+    plain: bool = False  # an ablation: one encoder-decoder over I_ua and the unwrapped photo, no skips, SSRPM or SRSM
     kappa_init: float = 1e-2  # initial scale of the landmark branch's regions
     landmarks: int = 68
     disc_widths: tuple[int, ...] = (32, 64, 128)  # PatchGAN
@@ -52,6 +53,18 @@ class NetworkConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        """The inverse of ``as_dict``; fields a checkpoint predates take their defaults."""
+        def typed(kind, values):
+            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+        return cls(name=d["name"], geometry=typed(GeometryConfig, d["geometry"]), texture=typed(TextureConfig, d["texture"]))
+
+    def matches(self, d: dict) -> bool:
+        """Whether a checkpoint's config dict describes this network (older files lack newer fields)."""
+        return NetworkConfig.from_dict(d) == self
 
 
 def cpu_small(regions: int = 16) -> NetworkConfig:

@@ -141,11 +141,14 @@ class TextureStream(nn.Module):
         self.cfg = cfg
         self.albedo = albedo
         w = cfg.widths
-        self.content = nn.ModuleList([conv_in_relu(3, w[0])] + [conv_in_relu(w[i - 1], w[i], 2) for i in range(1, len(w))])
-        self.style = nn.ModuleList([conv_in_relu(4, w[0])] + [conv_in_relu(w[i - 1], w[i], 2) for i in range(1, len(w))])
-        first = min(cfg.srsm_levels)
-        self.ssrpm = SSRPM(w[first], cfg.regions, cfg.landmarks, cfg.kappa_init)
-        self.srsm = nn.ModuleDict({str(l): SRSM(w[l]) for l in cfg.srsm_levels})
+        # The plain ablation sees the same inputs stacked in its one encoder: I_ua (3), the unwrapped photo
+        # and its visibility (4), the landmark heatmaps unwrapped (68).
+        self.content = nn.ModuleList([conv_in_relu(7 + cfg.landmarks if cfg.plain else 3, w[0])]
+                                     + [conv_in_relu(w[i - 1], w[i], 2) for i in range(1, len(w))])
+        if not cfg.plain:
+            self.style = nn.ModuleList([conv_in_relu(4, w[0])] + [conv_in_relu(w[i - 1], w[i], 2) for i in range(1, len(w))])
+            self.ssrpm = SSRPM(w[min(cfg.srsm_levels)], cfg.regions, cfg.landmarks, cfg.kappa_init)
+            self.srsm = nn.ModuleDict({str(l): SRSM(w[l]) for l in cfg.srsm_levels})
         self.decoder = nn.ModuleList([conv_in_relu(w[i], w[i - 1]) for i in range(len(w) - 1, 0, -1)])
         self.out = nn.Conv2d(w[0], 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
@@ -157,6 +160,9 @@ class TextureStream(nn.Module):
         i_ua = self.albedo(p_t)
         photo_uv = F.grid_sample(image, uv_grid, mode="bilinear", padding_mode="border", align_corners=False)
         style_in = torch.cat([photo_uv * uv_visibility, uv_visibility], 1)
+        if self.cfg.plain:
+            heatmaps_uv = F.grid_sample(heatmaps, uv_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            return self._plain(torch.cat([i_ua, style_in, heatmaps_uv], 1)), i_ua, None
         x, s, skips, regions = i_ua * 2.0 - 1.0, style_in * 2.0 - 1.0, [], None
         first = min(self.cfg.srsm_levels)
         for level, (c_layer, s_layer) in enumerate(zip(self.content, self.style)):
@@ -176,8 +182,23 @@ class TextureStream(nn.Module):
             x = F.interpolate(up(x), size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip
         # A correction of I_ua in logit space: the stream starts as the linear albedo (the output layer
         # starts at zero) and learns what the photo adds, instead of first learning to copy I_ua.
+        return self._correct(i_ua, x), i_ua, regions
+
+    def _correct(self, i_ua: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         base = i_ua.clamp(0.01, 0.99)
-        return torch.sigmoid(torch.log(base / (1.0 - base)) + self.out(x)), i_ua, regions
+        return torch.sigmoid(torch.log(base / (1.0 - base)) + self.out(x))
+
+    def _plain(self, stacked: torch.Tensor) -> torch.Tensor:
+        """The ablation: encode [I_ua, photo, visibility, heatmaps] (B, 75, S, S), decode with no skips,
+        correct I_ua the same way."""
+        i_ua, x = stacked[:, :3], stacked * 2.0 - 1.0
+        sizes = []
+        for layer in self.content:
+            sizes.append(x.shape[-2:])
+            x = layer(x)
+        for up, size in zip(self.decoder, reversed(sizes[1:])):
+            x = F.interpolate(up(x), size=size, mode="bilinear", align_corners=False)
+        return self._correct(i_ua, x)
 
 
 class PatchDiscriminator(nn.Module):

@@ -4,8 +4,9 @@
               [--albedo data/albedo/albedo-k80.npz] [--photos ../shared/data/helen-afw-68pt --occluder-fraction 0.25]
     held-out  --out data/synth-held-out [--image-size 128] [--uv-size 128] [--albedo ...]
               the fixed held-out set of ``training.evaluate.synthetic`` (its seed and balanced design)
-    sheet     --out docs/synth-sheet.png [--albedo ...] [--photos ...]
-              32 samples with their ground truth drawn over them
+    sheet     --out docs/synth-sheet.png [--albedo ...] [--photos ...] [--profiled data/fitted]
+              32 samples with their ground truth drawn over them (with --profiled: fitted photos turned to
+              large yaw, ``profiling.py``)
 
 Shards and ``index.json`` are described in ``shards.py``; ``shards.iter_synth_batches`` streams them back.
 """
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     # Stage 2 trains with occluders on a quarter of the faces; the sheet shows them by default.
     s.add_argument("--occluder-fraction", type=float, default=0.25)
     s.add_argument("--count", type=int, default=32)
+    s.add_argument("--profiled", type=Path, help="a `python -m training.fitting` folder: show its photos turned to "
+                   "45-85° of yaw with their own skin (face profiling, stage 3's --profiled) instead")
 
     args = ap.parse_args(argv)
     if args.threads:
@@ -113,10 +116,17 @@ def main(argv: list[str] | None = None) -> None:
         gen, meta = build_generator(args, settings)
         if args.command == "sheet":
             # With the default --count, the first batch `write` writes with the same options.
-            batch = gen.batch(args.seed, 0, args.count)
+            if args.profiled:
+                from .profiling import ProfiledFaces
+
+                batch = ProfiledFaces(args.profiled, gen).synth_batch(args.seed, 0, args.count)
+                kind = f"Profiled fitted photos from {args.profiled}"
+            else:
+                batch = gen.batch(args.seed, 0, args.count)
+                kind = "Synthetic faces" + (", albedo model" if args.albedo else "")
             save_sheet(args.out, batch, gen.model.layout.mask,
-                       title=f"Synthetic faces (seed {args.seed}, {args.image_size} px, UV {args.uv_size}"
-                             f"{', albedo model' if args.albedo else ''}{', photo backgrounds' if args.photos else ''}"
+                       title=f"{kind} (seed {args.seed}, {args.image_size} px, UV {args.uv_size}"
+                             f"{', photo backgrounds' if args.photos else ''}"
                              f", occluders {args.occluder_fraction:g}): red/yellow = 68 landmarks, cyan = face mask")
             print(f"{args.count} samples -> {args.out}")
             return

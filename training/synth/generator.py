@@ -50,6 +50,18 @@ class SynthBatch:
     p_t: torch.Tensor
 
 
+@dataclass
+class GivenFaces:
+    """Faces to render instead of random draws (face profiling, ``profiling.py``): ICT identity (B, 100)
+    and expression (B, 53) coefficients, a UV albedo (B, 3, S, S) in [0, 1], and yaw, pitch, roll
+    (B, 3) in radians."""
+
+    identity: torch.Tensor
+    expression: torch.Tensor
+    albedo: torch.Tensor
+    rotation: torch.Tensor
+
+
 @dataclass(frozen=True)
 class SynthSettings:
     image_size: int = 128
@@ -135,23 +147,29 @@ class SynthFaceGenerator:
         return out.reshape(b, s, s, 3).permute(0, 3, 1, 2)
 
     def batch(self, seed: int, index: int, batch_size: int, categories: np.ndarray | None = None,
-              yaw_degrees: np.ndarray | None = None) -> SynthBatch:
+              yaw_degrees: np.ndarray | None = None, faces: GivenFaces | None = None) -> SynthBatch:
         """Sample ``batch_size`` faces; ``categories`` (B,) and ``yaw_degrees`` (B,) fix those draws
-        (for balanced test sets)."""
+        (for balanced test sets); ``faces`` replaces the drawn identity, expression, albedo and
+        rotation (their category is -1 and p_t is (B, 0))."""
         rng = np.random.default_rng([seed, index])
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         st, b, h = self.settings, batch_size, self.settings.image_size
         kit = self.model.kit
-        ids = torch.from_numpy(rng.standard_normal((b, 100)).astype(np.float32) * st.identity_std)
-        exp_np, cats = sample_expressions(kit.expression_names, b, rng, categories)
-        exp = torch.from_numpy(exp_np)
+        if faces is None:
+            ids = torch.from_numpy(rng.standard_normal((b, 100)).astype(np.float32) * st.identity_std)
+            exp_np, cats = sample_expressions(kit.expression_names, b, rng, categories)
+            exp = torch.from_numpy(exp_np)
+        else:
+            ids, exp, cats = faces.identity, faces.expression, np.full(b, -1)
         verts = self.neutral + blend(self.identity, ids) + blend(self.expression, exp)
         p_h = self._sample_pose(rng, b)
         if yaw_degrees is not None:
             p_h[:, 0] = torch.from_numpy(np.deg2rad(np.asarray(yaw_degrees, np.float32)))
+        if faces is not None:
+            p_h[:, :3] = faces.rotation
         p_h = self._frame(rng, p_h, verts[:, self.landmark_index])
         p_l = self._sample_lighting(rng, b)
-        albedo, p_t = self._sample_albedo(rng, g, b)
+        albedo, p_t = self._sample_albedo(rng, g, b) if faces is None else (faces.albedo, torch.zeros(b, 0))
         colours = self._vertex_colours(rng, albedo)
         camera = pose_to_camera(p_h, h)
         out = render_mesh(verts, self.faces, camera, RenderSettings(image_size=h), vertex_colors=colours,

@@ -44,7 +44,8 @@ def save_sheet(path: str | Path, batch: SynthBatch, uv_mask: np.ndarray, columns
                 pts = np.vstack([pts, pts[:1]])
             ax.plot(*pts.T, c="red", lw=0.4)
         ax.scatter(*landmarks[i].T, s=1.5, c="yellow", linewidths=0)
-        ax.set_title(f"{i}: {CATEGORIES[int(batch.category[i])]}, yaw {yaws[i]:+.0f}°", fontsize=6)
+        category = int(batch.category[i])  # -1: a given face (profiling), its expression fitted, not drawn
+        ax.set_title(f"{i}: {CATEGORIES[category] if category >= 0 else 'fitted'}, yaw {yaws[i]:+.0f}°", fontsize=6)
     for j in range(min(uv_samples, n)):
         k = image_rows * columns + 2 * j
         a, b = axes[k // columns, k % columns], axes[(k + 1) // columns, (k + 1) % columns]
