@@ -57,3 +57,15 @@ def test_cli_baselines_on_real_images(tmp_path):
     results = json.loads((tmp_path / "aflw2000.json").read_text())
     dlib_nme = results["dlib 68-point predictor"]["nme_2d"]["overall"]
     assert 0 < dlib_nme < results["mean face in the box"]["nme_2d"]["overall"]
+
+
+def test_ground_truth_depth_follows_the_service_convention():
+    """The service's z grows away from the camera; pt3d_68's grows towards it, so the loader flips it:
+    on a near-frontal face the nose tip is then the nearest landmark, the jaw's ends the farthest."""
+    if not DATA.is_dir():
+        pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
+    samples = [s for s in aflw2000.load_samples(DATA, 40) if abs(s.yaw_degrees) < 15]
+    assert samples
+    for s in samples:
+        z = s.landmarks[:, 2]
+        assert z[30] < np.median(z) < max(z[0], z[16])

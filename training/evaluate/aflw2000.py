@@ -29,7 +29,7 @@ BINS = ("[0,30)", "[30,60)", "[60,90]")
 class Sample:
     name: str
     image: np.ndarray  # (H, W, 3) uint8
-    landmarks: np.ndarray  # (68, 3) pixels, z in the same scale
+    landmarks: np.ndarray  # (68, 3) pixels, z in the same scale, positive away from the camera (as the service's)
     yaw_degrees: float
 
     @property
@@ -43,7 +43,9 @@ def load_samples(folder: Path, limit: int | None = None) -> list[Sample]:
     out = []
     for jpg in sorted(Path(folder).glob("*.jpg"))[:limit]:
         mat = sio.loadmat(jpg.with_suffix(".mat"))
-        out.append(Sample(jpg.stem, np.asarray(Image.open(jpg).convert("RGB")), mat["pt3d_68"].T.astype(np.float64),
+        landmarks = mat["pt3d_68"].T.astype(np.float64)
+        landmarks[:, 2] *= -1  # pt3d_68's z grows towards the camera; the service's (and ours here) away from it
+        out.append(Sample(jpg.stem, np.asarray(Image.open(jpg).convert("RGB")), landmarks,
                           float(np.rad2deg(mat["Pose_Para"][0, 1]))))
     return out
 
