@@ -40,6 +40,8 @@ COPY --from=viewer --chown=facerecon /viewer/node_modules/three/package.json /vi
 COPY --from=viewer --chown=facerecon /viewer/node_modules/three/build ./service/viewer/node_modules/three/build
 COPY --from=viewer --chown=facerecon /viewer/node_modules/three/examples/jsm \
      ./service/viewer/node_modules/three/examples/jsm
+COPY --from=viewer --chown=facerecon /viewer/node_modules/swagger-ui-dist \
+     ./service/viewer/node_modules/swagger-ui-dist
 COPY --chown=facerecon model_store ./model_store
 RUN mkdir -p /app/var && chown facerecon /app/var  # the async job store (FACERECON_JOB_STORE)
 USER facerecon

@@ -28,6 +28,7 @@ from service.model_store import ModelStoreError, find_model_store
 from service.routes import router
 from service.settings import Settings
 from service.viewer import mount_viewer
+from service.viewer.api_docs import mount_api_docs
 
 log = logging.getLogger("service")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner.start()
         return runner
 
-    app = FastAPI(title="facerecon", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="facerecon", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   summary="Photo in, textured 3D face mesh out (expression-aware dual-stream network).")
     app.state.settings, app.state.metrics = settings, metrics
     app.state.engine, app.state.load_error = None, None
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.model_ref = served_model(settings)
     app.include_router(router)
     mount_viewer(app)  # GET / and /viewer/: a page for people; not part of the API schema
+    mount_api_docs(app)  # GET /docs: Swagger UI from the same npm build, no CDN
     # HTTP-level metrics (per handler template and status class) into the same registry as ours.
     Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(app)
     install_error_handlers(app)

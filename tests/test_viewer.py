@@ -64,3 +64,14 @@ def test_a_missing_build_is_explained_not_a_500(tmp_path, monkeypatch):
     assert "have not been built" in page.text and "make viewer" in page.text
     vendor = client.get("/viewer/vendor/three/build/three.module.js")
     assert vendor.status_code == 404 and vendor.headers["content-type"].startswith("application/problem+json")
+
+
+def test_api_docs_take_swagger_ui_from_the_npm_build_not_a_cdn(client):
+    page = client.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert assets and all(a.startswith("/viewer/vendor/swagger-ui-dist/") for a in assets), assets
+    for path in assets:
+        assert client.get(path).status_code == 200, path
+    assert "'/openapi.json'" in page.text and client.get("/openapi.json").status_code == 200
+    assert client.get("/redoc").status_code == 404  # FastAPI's ReDoc page would need a CDN

@@ -41,7 +41,7 @@ def not_built_page(vendor: Path) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>facerecon: viewer not built</title></head>
 <body data-state="not-built">
 <h1>The viewer's assets have not been built</h1>
-<p>The API works (see <a href="docs">/docs</a>); the viewer page needs three.js from npm, which is
+<p>The API works (see <a href="openapi.json">/openapi.json</a>); the viewer page and /docs need three.js and Swagger UI from npm, which is
 missing under <code>{html.escape(str(vendor))}</code>:</p>
 <ul>{items}</ul>
 <p>Build it with <code>{html.escape(BUILD_COMMAND)}</code> and reload this page.</p>
