@@ -16,6 +16,13 @@ def save_checkpoint(path: Path, **state) -> None:
     tmp.replace(path)
 
 
+def stream_weights(ckpt: dict, stream: str) -> dict:
+    """One stream's weights from any stage's file: stage 1 and 2 files hold ``model``, stage 3 files
+    hold both streams as ``geometry_model`` and ``texture_model``. ``stream``: "geometry" or "texture"."""
+    key = f"{stream}_model"
+    return ckpt[key] if key in ckpt else ckpt["model"]
+
+
 def load_checkpoint(path: Path, config: NetworkConfig, device: torch.device) -> dict | None:
     """The checkpoint at ``path``, or None when there is none; refuses one trained with another config."""
     if not path.exists():

@@ -112,6 +112,12 @@ def project_landmarks(a_full: torch.Tensor, p_h: torch.Tensor, landmarks_uv: tor
     return pose_to_camera(p_h, image_size).transform_points_screen(points)[..., :2]
 
 
+def landmark_nmes(net_out, landmarks: torch.Tensor, landmarks_uv: torch.Tensor, image_size: int) -> list[float]:
+    """Per-face 2D NME of the geometry stream's 68 landmarks against ``landmarks`` (B, 68, 2) crop pixels."""
+    pred = project_landmarks(net_out.a_full, net_out.p_h, landmarks_uv, image_size)
+    return [nme_2d(p, g) for p, g in zip(pred.cpu().numpy(), landmarks.cpu().numpy())]
+
+
 @torch.no_grad()
 def validate(net: GeometryStream, gen: SynthFaceGenerator, targets: GeometryTargets, settings: StageSettings,
              device: torch.device, real: FittedPhotos | None = None) -> dict[str, float]:
@@ -125,8 +131,7 @@ def validate(net: GeometryStream, gen: SynthFaceGenerator, targets: GeometryTarg
         for batch in group:
             pred_out = net(batch.image)
             asm.append(float(geometry_loss(pred_out, batch, targets, GeometryLossWeights())["asm"]))
-            pred = project_landmarks(pred_out.a_full, pred_out.p_h, targets.landmarks_uv, size)
-            nmes += [nme_2d(p, g) for p, g in zip(pred.cpu().numpy(), batch.landmarks.cpu().numpy())]
+            nmes += landmark_nmes(pred_out, batch.landmarks, targets.landmarks_uv, size)
         if nmes:
             out[f"{label}_asm"], out[f"{label}_landmark_nme"] = float(np.mean(asm)), float(np.mean(nmes))
     net.train()

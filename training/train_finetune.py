@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from training import losses
-from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint
+from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.evaluate.metrics import nme_2d
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
@@ -46,8 +46,8 @@ from training.render import RenderSettings, render_mesh
 from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
 from training.synth.clutter import photo_patches
 from training.synth.profiling import ProfiledFaces
-from training.train import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, geometry_loss, project_landmarks,
-                            to_device)
+from training.train import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, geometry_loss, landmark_nmes,
+                            project_landmarks, to_device)
 from training.train_texture import TextureInputs, landmark_heatmaps, uv_grid_from_geometry
 
 
@@ -145,18 +145,9 @@ def profiled_nme(geometry, batches, landmarks_uv, device) -> float:
     geometry.eval()
     nmes = []
     for batch in batches:
-        out = geometry(batch.image.to(device))
-        marks = project_landmarks(out.a_full, out.p_h, landmarks_uv, batch.image.shape[-1])
-        nmes += [nme_2d(p, g) for p, g in zip(marks.cpu().numpy(), batch.landmarks.numpy())]
+        nmes += landmark_nmes(geometry(batch.image.to(device)), batch.landmarks, landmarks_uv, batch.image.shape[-1])
     geometry.train()
     return float(np.mean(nmes))
-
-
-def load_stream(path: Path, key: str, net: torch.nn.Module, device) -> dict:
-    """Load a stage checkpoint's weights into ``net``: stage 1/2 files hold ``model``, stage 3 files ``key``."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    net.load_state_dict(ckpt[key] if key in ckpt else ckpt["model"])
-    return ckpt
 
 
 def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, geometry_from: Path, texture_from: Path,
@@ -184,9 +175,11 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
     else:
-        for path, key, net in ((geometry_from, "geometry_model", geometry), (texture_from, "texture_model", texture)):
-            if not cfg.matches(load_stream(path, key, net, dev)["config"]):
+        for path, stream, net in ((geometry_from, "geometry", geometry), (texture_from, "texture", texture)):
+            start_from = torch.load(path, map_location=dev, weights_only=False)
+            if not cfg.matches(start_from["config"]):
                 raise ValueError(f"{path} was trained with another config than {cfg.name}")
+            net.load_state_dict(stream_weights(start_from, stream))
     renderer = FaceRenderer(face_model, g.image_size, dev)
     targets = GeometryTargets(face_model, dev)
     landmarks_uv = targets.landmarks_uv

@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from training import losses
-from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint
+from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.facemodel import UVFaceModel
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, PatchDiscriminator, TextureStream
 from training.models.pose import pose_to_camera
@@ -130,7 +130,7 @@ class ContextualFeatures(nn.Module):
 def load_feature_network(path: Path, cfg: NetworkConfig, device: torch.device) -> ContextualFeatures:
     ckpt = torch.load(path, map_location=device, weights_only=False)
     geometry = GeometryStream(cfg.geometry)
-    geometry.load_state_dict(ckpt.get("geometry_model", ckpt.get("model")))  # a stage-3 file holds both streams
+    geometry.load_state_dict(stream_weights(ckpt, "geometry"))
     return ContextualFeatures(geometry).to(device)
 
 

@@ -146,18 +146,11 @@ def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = 
 def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path | None = None) -> str:
     """Score a stored geometry.onnx with and without its expression ASM, and texture.onnx's albedo
     when the albedo model is given; write JSON and Markdown, return the Markdown."""
-    import onnxruntime as ort
-
     from training.facemodel import UVFaceModel
     from training.synth import CATEGORIES
 
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    session = ort.InferenceSession(str(model_dir / "geometry.onnx"), providers=["CPUExecutionProvider"])
-
-    def predict(images):
-        a_id, a_exp = session.run(["a_id", "a_exp"], {"image": images.astype("float32")})
-        return a_id, a_exp
-
+    predict = synthetic.stored_geometry_predictor(model_dir)
     face_model = UVFaceModel.build(manifest["uv_size"])
     n = size or synthetic.SET_SIZE
     results = {label: synthetic.evaluate_expressions(predict, face_model, manifest["input_size"], size=n, with_expression=flag)

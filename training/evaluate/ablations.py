@@ -23,6 +23,7 @@ import torch
 from training.export.checkpoints import export_checkpoints
 from training.facemodel import UVFaceModel
 from training.machine import describe as machine
+from training.models import NetworkConfig
 
 from . import aflw2000, rendered, synthetic
 from .inprocess import InProcessModel
@@ -51,10 +52,9 @@ class Run:
         """Step kept, steps run and the settings that tell the ablations apart."""
         ckpt = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
         last = torch.load(self.folder / "checkpoint.pt", map_location="cpu", weights_only=False)
-        texture = ckpt["config"]["texture"]
+        texture = NetworkConfig.from_dict(ckpt["config"]).texture
         return {"step": int(ckpt["step"]), "steps_run": int(last["step"]), "stage": ckpt["stage"],
-                "loss_weights": ckpt.get("loss_weights"), "regions": texture["regions"],
-                "plain": bool(texture.get("plain", False))}
+                "loss_weights": ckpt.get("loss_weights"), "regions": texture.regions, "plain": texture.plain}
 
 
 def geometry_row(run: Run, samples: list[aflw2000.Sample], synthetic_size: int, albedo: Path, root: Path) -> dict:
@@ -62,12 +62,8 @@ def geometry_row(run: Run, samples: list[aflw2000.Sample], synthetic_size: int, 
     model = InProcessModel(store)
     nme = aflw2000.evaluate(model.landmark_predictor(False), samples)["nme_2d"]
     manifest = json.loads((store / "manifest.json").read_text())
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(store / "geometry.onnx"), providers=["CPUExecutionProvider"])
-    errors = synthetic.evaluate_expressions(lambda images: session.run(["a_id", "a_exp"], {"image": images.astype("float32")}),
-                                            UVFaceModel.build(manifest["uv_size"]), manifest["input_size"],
-                                            size=synthetic_size)
+    errors = synthetic.evaluate_expressions(synthetic.stored_geometry_predictor(store), UVFaceModel.build(manifest["uv_size"]),
+                                            manifest["input_size"], size=synthetic_size)
     return {"run": run.name, **run.describe(), "aflw2000_nme": nme,
             "synthetic_mm": errors["overall"]["mm"], "synthetic_normalised": errors["overall"]["normalised"],
             "synthetic_by_category_mm": {c: v["mm"] for c, v in errors["by_category"].items()}}

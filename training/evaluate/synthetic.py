@@ -121,6 +121,19 @@ def evaluate_albedo(predict: TexturePredictor, model: UVFaceModel, image_size: i
     return {kind: summary(kind) for kind in kinds}
 
 
+def stored_geometry_predictor(model_dir: Path) -> Predictor:
+    """A model store's geometry.onnx as a ``Predictor`` (on the CPU)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / "geometry.onnx"), providers=["CPUExecutionProvider"])
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a_id, a_exp = session.run(["a_id", "a_exp"], {"image": images.astype("float32")})
+        return a_id, a_exp
+
+    return predict
+
+
 def stored_albedo_errors(model_dir: Path, manifest: dict, face_model, albedo: Path | None, n: int) -> tuple[dict | None, str]:
     """A model store's albedo MAE table (or None) and a sentence saying what it is or why it is missing."""
     if not (model_dir / "texture.onnx").is_file():

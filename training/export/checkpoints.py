@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from training.checkpoints import stream_weights
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 
 from .onnx import ExportReport, export_model_store
@@ -19,7 +20,7 @@ def export_checkpoints(geometry_path: Path, texture_path: Path | None, albedo_pa
     geo_ckpt = torch.load(geometry_path, map_location="cpu", weights_only=False)
     cfg = NetworkConfig.from_dict(geo_ckpt["config"])
     geometry = GeometryStream(cfg.geometry)
-    geometry.load_state_dict(geo_ckpt.get("geometry_model", geo_ckpt.get("model")))  # stage 3 files hold both streams
+    geometry.load_state_dict(stream_weights(geo_ckpt, "geometry"))
     torch.manual_seed(0)
     tex_ckpt = torch.load(texture_path, map_location="cpu", weights_only=False) if texture_path else None
     if tex_ckpt is not None:  # the texture run's own config: its ablations (n, plain) differ from the geometry run's
@@ -31,7 +32,7 @@ def export_checkpoints(geometry_path: Path, texture_path: Path | None, albedo_pa
     texture = TextureStream(cfg.texture, albedo)
     evaluation = {"trained": {"geometry": f"{geo_ckpt['stage']} stage, {geo_ckpt['step']} steps"}}
     if tex_ckpt is not None:
-        texture.load_state_dict(tex_ckpt.get("texture_model", tex_ckpt.get("model")))
+        texture.load_state_dict(stream_weights(tex_ckpt, "texture"))
         evaluation["trained"]["texture"] = f"{tex_ckpt['stage']} stage, {tex_ckpt['step']} steps"
     else:
         source = f"albedo model {albedo_path.name}" if albedo_path else "placeholder albedo model"

@@ -12,6 +12,7 @@ import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -39,21 +40,29 @@ def is_validation(name: str, fraction: float = 0.05) -> bool:
     return zlib.crc32(name.encode()) % 1000 < fraction * 1000
 
 
+def load_split(folder: str | Path, split: str) -> tuple[list[dict], Callable[[str], np.ndarray]]:
+    """A ``python -m training.fitting`` folder's photos of one split ("train" or "validation"): their
+    ``index.json`` entries, and ``gather(key)``, which stacks one shard array over them (an empty array
+    when the split is empty, as it may be on small sets)."""
+    folder = Path(folder)
+    index = json.loads((folder / "index.json").read_text())
+    shards = {name: load_shard(folder / name) for name in index["shards"]}
+    keep = [p for p in index["photos"] if is_validation(p["name"]) == (split == "validation")]
+    rows = [(shards[p["shard"]], p["row"]) for p in keep]
+    first = next(iter(shards.values()))
+
+    def gather(key: str) -> np.ndarray:
+        return np.stack([s[key][r] for s, r in rows]) if rows else first[key][:0]
+
+    return keep, gather
+
+
 class FittedPhotos:
     def __init__(self, folder: str | Path, photos: str | Path, image_size: int, split: str = "train", crop_scale: float = 1.6,
                  scale_jitter: tuple[float, float] = (0.85, 1.15), shift_std: float = 0.06):
-        folder = Path(folder)
-        index = json.loads((folder / "index.json").read_text())
-        shards = {name: load_shard(folder / name) for name in index["shards"]}
-        keep = [p for p in index["photos"] if is_validation(p["name"]) == (split == "validation")]
+        keep, gather = load_split(folder, split)
         # The index records the photo path as given to the fit; the photo folder may have moved since.
         self.paths = [Path(photos) / Path(p["image"]).name for p in keep]
-        rows = [(shards[p["shard"]], p["row"]) for p in keep]
-        first = next(iter(shards.values()))
-
-        def gather(key):  # a split may be empty on small sets
-            return np.stack([s[key][r] for s, r in rows]) if rows else first[key][:0]
-
         self.a_id, self.a_exp = gather("a_id"), gather("a_exp")  # (N, S, S, 3) float16
         self.pose = gather("pose").astype(np.float64)
         self.landmarks = gather("landmarks").astype(np.float64)

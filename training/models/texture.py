@@ -162,7 +162,7 @@ class TextureStream(nn.Module):
         style_in = torch.cat([photo_uv * uv_visibility, uv_visibility], 1)
         if self.cfg.plain:
             heatmaps_uv = F.grid_sample(heatmaps, uv_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            return self._plain(torch.cat([i_ua, style_in, heatmaps_uv], 1)), i_ua, None
+            return self._plain(i_ua, torch.cat([i_ua, style_in, heatmaps_uv], 1)), i_ua, None
         x, s, skips, regions = i_ua * 2.0 - 1.0, style_in * 2.0 - 1.0, [], None
         first = min(self.cfg.srsm_levels)
         for level, (c_layer, s_layer) in enumerate(zip(self.content, self.style)):
@@ -188,10 +188,10 @@ class TextureStream(nn.Module):
         base = i_ua.clamp(0.01, 0.99)
         return torch.sigmoid(torch.log(base / (1.0 - base)) + self.out(x))
 
-    def _plain(self, stacked: torch.Tensor) -> torch.Tensor:
+    def _plain(self, i_ua: torch.Tensor, stacked: torch.Tensor) -> torch.Tensor:
         """The ablation: encode [I_ua, photo, visibility, heatmaps] (B, 75, S, S), decode with no skips,
         correct I_ua the same way."""
-        i_ua, x = stacked[:, :3], stacked * 2.0 - 1.0
+        x = stacked * 2.0 - 1.0
         sizes = []
         for layer in self.content:
             sizes.append(x.shape[-2:])

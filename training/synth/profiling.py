@@ -17,8 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from training.fitting.crops import RealBatch, is_validation
-from training.fitting.dataset import load_shard
+from training.fitting.crops import RealBatch, load_split
 
 from .generator import GivenFaces, SynthBatch, SynthFaceGenerator
 
@@ -39,16 +38,15 @@ class ProfiledFaces:
 
     def __init__(self, fitted: str | Path, generator: SynthFaceGenerator, split: str = "train",
                  yaw_degrees: tuple[float, float] = (45.0, 85.0)):
-        folder = Path(fitted)
-        index = json.loads((folder / "index.json").read_text())
-        if index["uv_size"] != generator.model.size:
-            raise ValueError(f"{folder} was fitted at S = {index['uv_size']}, the generator renders S = {generator.model.size}")
-        shards = {name: load_shard(folder / name) for name in index["shards"]}
-        rows = [(shards[p["shard"]], p["row"]) for p in index["photos"] if is_validation(p["name"]) == (split == "validation")]
-        self.identity = np.stack([s["id_coeffs"][r] for s, r in rows]).astype(np.float32) if rows else np.zeros((0, 100), np.float32)
-        self.expression = np.stack([s["exp_weights"][r] for s, r in rows]).astype(np.float32) if rows else np.zeros((0, 53), np.float32)
-        self.rotation = np.stack([s["pose"][r][:3] for s, r in rows]).astype(np.float32) if rows else np.zeros((0, 3), np.float32)
-        self.albedo = np.stack([fill_unseen(s["texture"][r], s["visible"][r]) for s, r in rows]) if rows else None
+        uv_size = json.loads((Path(fitted) / "index.json").read_text())["uv_size"]
+        if uv_size != generator.model.size:
+            raise ValueError(f"{fitted} was fitted at S = {uv_size}, the generator renders S = {generator.model.size}")
+        _, gather = load_split(fitted, split)
+        self.identity = gather("id_coeffs").astype(np.float32)
+        self.expression = gather("exp_weights").astype(np.float32)
+        self.rotation = gather("pose")[:, :3].astype(np.float32)
+        textures = gather("texture")
+        self.albedo = np.array([fill_unseen(t, v) for t, v in zip(textures, gather("visible"))], np.uint8).reshape(textures.shape)
         self.generator, self.yaw_degrees = generator, yaw_degrees
 
     def __len__(self) -> int:
