@@ -1,9 +1,11 @@
 # facerecon service. CPU image by default; GPU image with --build-arg VARIANT=gpu.
 #   docker build -t facerecon .                        # CPU, onnxruntime
-#   docker build -t facerecon:gpu --build-arg VARIANT=gpu .   # CUDA runtime, onnxruntime-gpu
+#   docker build -t facerecon:gpu --build-arg VARIANT=gpu .   # onnxruntime-gpu with CUDA 13 + cuDNN 9 wheels
 ARG VARIANT=cpu
 ARG CPU_BASE=python:3.11-slim-bookworm
-ARG GPU_BASE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
+# CUDA and cuDNN come as pip wheels with onnxruntime-gpu (the `gpu` extra); the host's NVIDIA container
+# toolkit mounts the driver. So the GPU image needs no CUDA base image, only the same Python.
+ARG GPU_BASE=python:3.11-slim-bookworm
 
 # ---- build: wheels for the service's dependencies (no torch: the service never imports training)
 FROM python:3.11-slim-bookworm AS build
@@ -24,8 +26,7 @@ RUN npm ci --no-audit --no-fund
 # ---- runtime bases
 FROM ${CPU_BASE} AS runtime-cpu
 FROM ${GPU_BASE} AS runtime-gpu
-RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3-pip \
- && ln -sf /usr/bin/python3.11 /usr/local/bin/python && rm -rf /var/lib/apt/lists/*
+ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 ENV FACERECON_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
 
 FROM runtime-${VARIANT} AS runtime

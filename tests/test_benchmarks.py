@@ -31,3 +31,18 @@ def test_tensorrt_options_cover_every_input_over_the_batch_range():
     assert options["trt_profile_max_shapes"] == "image:8x3x32x32,p_t:8x6"
     assert options["trt_fp16_enable"] is True and options["trt_engine_cache_path"] == "/tmp/trt"
     assert "trt_engine_cache_enable" not in tensorrt_options(inputs, 8, None)
+
+
+def test_gpu_providers_preload_cuda_from_pip_packages(monkeypatch):
+    """onnxruntime-gpu finds CUDA and cuDNN wheels (the `gpu` extra's nvidia-* packages) only once
+    preloaded; a CPU-only provider list leaves them alone."""
+    import onnxruntime as ort
+
+    from service.engine import runtime
+
+    calls = []
+    monkeypatch.setattr(ort, "preload_dlls", lambda *a, **k: calls.append(1), raising=False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert runtime.provider_list(["CPUExecutionProvider"]) == ["CPUExecutionProvider"] and calls == []
+    assert runtime.provider_list(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    assert calls == [1]

@@ -70,6 +70,26 @@ def test_training_with_fitted_real_photos(tmp_path, fitted):
     assert (rows[-1]["val_real_landmark_nme"] != "") == (len(held_out) > 0)
 
 
+def test_stage_one_with_profiled_faces_trains_the_same_with_workers(tmp_path, fitted):
+    """Workers make each step's synthetic, fitted and profiled faces ahead; the weights come out
+    exactly as when the loop makes them inline."""
+    settings = StageSettings(steps=3, batch_size=2, validate_every=10, real_batch_size=2, profiled_batch_size=2)
+    inline = train_geometry(tiny(), tmp_path / "inline", settings, fitted=fitted, photos=PHOTOS)
+    workers = train_geometry(tiny(), tmp_path / "workers", StageSettings(**{**vars(settings), "workers": 2}),
+                             fitted=fitted, photos=PHOTOS)
+    a, b = (torch.load(p, weights_only=False)["model"] for p in (inline, workers))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    before = torch.load(train_geometry(tiny(), tmp_path / "plain", StageSettings(**{**vars(settings), "profiled_batch_size": 0}),
+                                       fitted=fitted, photos=PHOTOS), weights_only=False)["model"]
+    assert not all(torch.equal(a[k], before[k]) for k in a)  # the profiled faces did reach the loss
+
+
+def test_a_time_limit_stops_the_stage_with_a_checkpoint(tmp_path, kit):
+    settings = StageSettings(steps=1000, batch_size=2, validate_every=1000, minutes=1e-9)
+    state = torch.load(train_geometry(tiny(), tmp_path, settings), weights_only=False)
+    assert state["step"] == 1
+
+
 def _albedo_npz(path, k: int, size: int):
     import numpy as np
 
@@ -135,7 +155,7 @@ def test_stage_three_fine_tunes_both_streams_through_the_renderer(tmp_path, fitt
 
         photos_main(["--photos", str(utkface), "--out", str(tmp_path / "utk.npz"), "--limit", "4"])
         common += ["--extra-landmarks", str(tmp_path / "utk.npz"), "--extra-photos", str(utkface)]
-    train_main(["all", "--out", str(tmp_path / "run"), "--stage-steps", "1,1,2", *common])
+    train_main(["all", "--out", str(tmp_path / "run"), "--stage-steps", "1,1,2", "--workers", "2", *common])
     ckpt = tmp_path / "run" / "finetune" / "checkpoint.pt"
     before = torch.load(tmp_path / "run" / "texture" / "checkpoint.pt", weights_only=False)["model"]
     state = torch.load(ckpt, weights_only=False)

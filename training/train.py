@@ -34,7 +34,10 @@ from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
 from training.models import PRESETS, GeometryStream, NetworkConfig
 from training.models.pose import pose_to_camera
+from training.prefetch import Deadline, step_inputs
 from training.synth import SynthFaceGenerator, SynthSettings
+from training.synth.clutter import photo_patches
+from training.synth.profiling import ProfiledFaces
 
 VALIDATION_SEED = 999_999  # the synthetic validation batches, disjoint from the training seed
 
@@ -68,6 +71,9 @@ class StageSettings:
     validate_every: int = 250
     validation_batches: int = 4
     real_batch_size: int = 4  # fitted real photos per step, when a fitted set is given
+    profiled_batch_size: int = 0  # fitted photos turned to 45-85° of yaw per step (training.synth.profiling)
+    workers: int = 0  # processes making each step's inputs ahead (training.prefetch); 0: inline
+    minutes: float | None = None  # stop (checkpointing) after this much wall time
 
 
 class GeometryTargets:
@@ -168,6 +174,13 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
     targets = GeometryTargets(face_model, dev)
     real = FittedPhotos(fitted, photos, cfg.geometry.image_size) if fitted else None
     real_val = FittedPhotos(fitted, photos, cfg.geometry.image_size, split="validation") if fitted else None
+    profiled = None
+    if settings.profiled_batch_size:
+        if fitted is None or photos is None:
+            raise ValueError("profiled faces need the fitted set and its photos")
+        patches = photo_patches(photos, 1000, cfg.geometry.image_size, settings.seed)
+        profile_gen = SynthFaceGenerator(face_model, SynthSettings(image_size=cfg.geometry.image_size), backgrounds=patches)
+        profiled = ProfiledFaces(fitted, profile_gen)
     net = GeometryStream(cfg.geometry).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     ckpt_path = out / "checkpoint.pt"
@@ -183,32 +196,39 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
         if new_log:
             log.writerow(["step", "seconds", "total", "parametric", "asm", "symmetry", "laplacian", "val_asm",
                           "val_landmark_nme", "val_real_asm", "val_real_landmark_nme"])
-        start = time.time()
+        start, deadline = time.time(), Deadline(settings.minutes)
         bar = tqdm(total=settings.steps, initial=step, desc="stage 1 geometry", unit="step")
         net.train()
-        while step < settings.steps:
-            batch = to_device(gen.batch(settings.seed, step, settings.batch_size), dev)
-            terms = geometry_loss(net(batch.image), batch, targets, weights)
-            if real is not None:
-                rng = np.random.default_rng([settings.seed, step, 1])
-                picked = rng.choice(len(real), settings.real_batch_size, replace=False)
-                real_batch = to_device(real.batch(picked, rng), dev)
-                real_terms = geometry_loss(net(real_batch.image), real_batch, targets, weights)
-                terms = {k: terms[k] + real_terms[k] for k in terms}
+
+        def make(k: int):
+            """Step k's synthetic batch, fitted photos and profiled faces (None where not asked for)."""
+            rng = np.random.default_rng([settings.seed, k, 1])
+            real_batch = real.batch(rng.choice(len(real), settings.real_batch_size, replace=False), rng) if real else None
+            turned = profiled.batch(settings.seed + 4, k, settings.profiled_batch_size) if profiled else None
+            return gen.batch(settings.seed, k, settings.batch_size), real_batch, turned
+
+        for step, (batch, *more) in step_inputs(make, step, settings.steps, settings.workers):
+            terms = geometry_loss(net(to_device(batch, dev).image), batch, targets, weights)
+            for extra in filter(None, more):
+                extra_terms = geometry_loss(net(to_device(extra, dev).image), extra, targets, weights)
+                terms = {k: terms[k] + extra_terms[k] for k in terms}
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             opt.step()
             step += 1
             bar.update(1)
+            out_of_time = deadline.passed()
             val = validate(net, gen, targets, settings, dev, real_val) if step % settings.validate_every == 0 else {}
             if step % settings.log_every == 0 or val:
                 row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "parametric", "asm", "symmetry", "laplacian")]
                 log.writerow(row + [val.get(k, "") for k in ("val_asm", "val_landmark_nme", "val_real_asm", "val_real_landmark_nme")])
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_nme": f"{val['val_landmark_nme']:.3f}"} if val else {}))
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
                 save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=cfg.as_dict(),
                                 step=step, stage="geometry", loss_weights=asdict(weights))
+            if out_of_time:
+                break
         bar.close()
     return ckpt_path
 
@@ -251,7 +271,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--texture-from", type=Path, help="stage 3: the stage-2 checkpoint to start from")
     parser.add_argument("--extra-landmarks", type=Path, help="stage 3: a `python -m training.photos` file; its photos "
                         "make half of every batch")
-    parser.add_argument("--profiled", type=int, default=0, help="stage 3: profiled fitted photos per step (45-85° yaw)")
+    parser.add_argument("--profiled", type=int, default=0, help="stages 1 and 3: profiled fitted photos per step "
+                        "(45-85° yaw; training.synth.profiling)")
+    parser.add_argument("--workers", type=int, default=0, help="processes making each step's inputs ahead "
+                        "(0: inline; on a GPU machine, about the CPU cores)")
+    parser.add_argument("--minutes", type=float, help="stop a stage after this much wall time, checkpointing first")
+    parser.add_argument("--stage-minutes", help="`all`: the three stages' --minutes, comma-separated")
     parser.add_argument("--extra-photos", type=Path, default=Path("../shared/data/utkface-aligned-200"),
                         help="stage 3: the folder of --extra-landmarks' photos")
     args = parser.parse_args(argv)
@@ -259,14 +284,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.plain_texture:
         cfg = replace(cfg, texture=replace(cfg.texture, plain=True))
 
-    def common(stage_cls, steps):
+    def common(stage_cls, steps, minutes):
         given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr}
-        return dict(steps=steps or stage_cls.steps, batch_size=args.batch_size, seed=args.seed,
-                    **{k: v for k, v in given.items() if v is not None})
+        return dict(steps=steps or stage_cls.steps, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+                    minutes=minutes, **{k: v for k, v in given.items() if v is not None})
 
-    def run(stage: str, out: Path, steps: int | None, features=None, geometry_from=None, texture_from=None) -> Path:
+    def run(stage: str, out: Path, steps: int | None, features=None, geometry_from=None, texture_from=None,
+            minutes: float | None = args.minutes) -> Path:
         if stage == "geometry":
-            settings = StageSettings(real_batch_size=args.real_batch_size, **common(StageSettings, steps))
+            settings = StageSettings(real_batch_size=args.real_batch_size, profiled_batch_size=args.profiled,
+                                     **common(StageSettings, steps, minutes))
             return train_geometry(cfg, out, settings, args.device, args.fitted, args.photos, args.albedo,
                                   GEOMETRY_LOSS_ABLATIONS[args.geometry_losses])
         if args.albedo is None:
@@ -274,20 +301,22 @@ def main(argv: list[str] | None = None) -> None:
         if stage == "texture":
             if features is None:
                 parser.error("stage 2 needs --features (a stage-1 checkpoint)")
-            settings = TextureStageSettings(p_t_noise=args.p_t_noise, **common(TextureStageSettings, steps))
+            settings = TextureStageSettings(p_t_noise=args.p_t_noise, **common(TextureStageSettings, steps, minutes))
             return train_texture(cfg, out, settings, args.albedo, features, args.device, args.photos)
         if None in (geometry_from, texture_from, args.fitted):
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
-        settings = FinetuneSettings(profiled_batch_size=args.profiled, **common(FinetuneSettings, steps))
+        settings = FinetuneSettings(profiled_batch_size=args.profiled, **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
                               args.device, extra)
 
     if args.stage == "all":
         steps = [int(n) for n in args.stage_steps.split(",")]
-        geometry = run("geometry", args.out / "geometry", steps[0])
-        texture = run("texture", args.out / "texture", steps[1], features=geometry)
-        path = run("finetune", args.out / "finetune", steps[2], geometry_from=geometry, texture_from=texture)
+        minutes = [float(m) for m in args.stage_minutes.split(",")] if args.stage_minutes else [args.minutes] * 3
+        geometry = run("geometry", args.out / "geometry", steps[0], minutes=minutes[0])
+        texture = run("texture", args.out / "texture", steps[1], features=geometry, minutes=minutes[1])
+        path = run("finetune", args.out / "finetune", steps[2], geometry_from=geometry, texture_from=texture,
+                   minutes=minutes[2])
     else:
         path = run(args.stage, args.out, args.steps, args.features, args.geometry_from, args.texture_from)
     print(f"checkpoint: {path}")

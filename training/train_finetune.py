@@ -42,6 +42,7 @@ from training.fitting.crops import FittedPhotos
 from training.photos import LandmarkedPhotos
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 from training.models.pose import pose_to_camera
+from training.prefetch import Deadline, step_inputs
 from training.render import RenderSettings, render_mesh
 from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
 from training.synth.clutter import photo_patches
@@ -70,6 +71,8 @@ class FinetuneSettings:
     log_every: int = 25
     checkpoint_every: int = 100
     validate_every: int = 100
+    workers: int = 0  # processes making each step's inputs ahead (training.prefetch); 0: inline
+    minutes: float | None = None  # stop (checkpointing) after this much wall time
 
 
 class FaceRenderer:
@@ -203,23 +206,29 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         if new_log:
             log.writerow(["step", "seconds", "total", "pixel", "landmark", "anchor", "val_real_landmark_nme",
                           "val_real_photometric", "val_profiled_landmark_nme"])
-        start = time.time()
+        start, deadline = time.time(), Deadline(settings.minutes)
         bar = tqdm(total=settings.steps, initial=step, desc="stage 3 fine-tune", unit="step")
         geometry.train(), texture.train()
-        while step < settings.steps:
-            rng = np.random.default_rng([settings.seed, step, 3])
+
+        def make(k: int):
+            """Step k's real photos (image, landmarks), synthetic anchor faces and profiled faces (or None)."""
+            rng = np.random.default_rng([settings.seed, k, 3])
             n_more = settings.batch_size // 2 if more is not None else 0
             parts = [real.batch(rng.choice(len(real), settings.batch_size - n_more, replace=False), rng)]
             if n_more:
                 parts.append(more.batch(rng.choice(len(more), n_more, replace=False), rng))
-            image = torch.cat([b.image for b in parts]).to(dev)
-            landmarks = torch.cat([b.landmarks for b in parts]).to(dev)
+            photos_k = (torch.cat([b.image for b in parts]), torch.cat([b.landmarks for b in parts]))
+            turned = profiled.batch(settings.seed + 4, k, settings.profiled_batch_size) if profiled is not None else None
+            return photos_k, gen.batch(settings.seed + 3, k, settings.anchor_batch_size), turned
+
+        for step, ((image, landmarks), synthetic, turned) in step_inputs(make, step, settings.steps, settings.workers):
+            image, landmarks = image.to(dev), landmarks.to(dev)
             _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
             terms = finetune_loss(image, landmarks, shaded, marks, weights)
-            synthetic = to_device(gen.batch(settings.seed + 3, step, settings.anchor_batch_size), dev)
+            synthetic = to_device(synthetic, dev)
             terms["anchor"] = geometry_loss(geometry(synthetic.image), synthetic, targets, anchor_weights)["total"]
-            if profiled is not None:
-                turned = to_device(profiled.batch(settings.seed + 4, step, settings.profiled_batch_size), dev)
+            if turned is not None:
+                turned = to_device(turned, dev)
                 terms["anchor"] = terms["anchor"] + geometry_loss(geometry(turned.image), turned, targets, anchor_weights)["total"]
             terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
@@ -227,7 +236,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             opt.step()
             step += 1
             bar.update(1)
-            validating = step % settings.validate_every == 0
+            out_of_time = deadline.passed()
+            validating = step % settings.validate_every == 0 or out_of_time
             val = validate_finetune(geometry, texture, renderer, real_val, landmarks_uv, settings.batch_size, dev) if validating else {}
             if validating and profiled_val:
                 val["val_profiled_landmark_nme"] = profiled_nme(geometry, profiled_val, landmarks_uv, dev)
@@ -242,7 +252,9 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             state = dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), optimizer=opt.state_dict(),
                          config=cfg.as_dict(), step=step, stage="finetune")
             best.offer(val, state)
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
                 save_checkpoint(ckpt_path, **state)
+            if out_of_time:
+                break
         bar.close()
     return ckpt_path

@@ -34,6 +34,7 @@ from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoin
 from training.facemodel import UVFaceModel
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, PatchDiscriminator, TextureStream
 from training.models.pose import pose_to_camera
+from training.prefetch import Deadline, step_inputs
 from training.synth import SynthBatch, SynthFaceGenerator, SynthSettings
 from training.synth.clutter import photo_patches
 from training.train import VALIDATION_SEED, to_device
@@ -66,6 +67,8 @@ class TextureStageSettings:
     checkpoint_every: int = 250
     validate_every: int = 250
     validation_batches: int = 4
+    workers: int = 0  # processes making each step's faces ahead (training.prefetch); 0: inline
+    minutes: float | None = None  # stop (checkpointing) after this much wall time
 
 
 @dataclass
@@ -196,12 +199,13 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
         if new_log:
             log.writerow(["step", "seconds", "total", "reconstruction", "contextual", "adversarial", "discriminator",
                           "val_mae", "val_mae_visible", "val_linear_mae", "val_linear_mae_visible"])
-        start = time.time()
+        start, deadline = time.time(), Deadline(settings.minutes)
         bar = tqdm(total=settings.steps, initial=step, desc="stage 2 texture", unit="step")
         net.train()
-        while step < settings.steps:
+        faces = step_inputs(lambda k: gen.batch(settings.seed, k, settings.batch_size), step, settings.steps, settings.workers)
+        for step, batch in faces:
             noise.manual_seed(settings.seed * 1_000_003 + step)  # a resumed run draws the same noise
-            batch = to_device(gen.batch(settings.seed, step, settings.batch_size), dev)
+            batch = to_device(batch, dev)
             albedo, _, _ = net(*texture_inputs(batch, settings.p_t_noise, noise).as_args())
             real, fake = batch.albedo * face, albedo * face
 
@@ -221,6 +225,7 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
             opt.step()
             step += 1
             bar.update(1)
+            out_of_time = deadline.passed()
             val = validate_texture(net, val_gen, settings, mask, dev) if step % settings.validate_every == 0 else {}
             if step % settings.log_every == 0 or val:
                 row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "reconstruction", "contextual", "adversarial")]
@@ -230,7 +235,9 @@ def train_texture(cfg: NetworkConfig, out: Path, settings: TextureStageSettings,
             state = dict(model=net.state_dict(), discriminator=disc.state_dict(), optimizer=opt.state_dict(),
                          optimizer_discriminator=opt_d.state_dict(), config=cfg.as_dict(), step=step, stage="texture")
             best.offer(val, state)
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
                 save_checkpoint(ckpt_path, **state)
+            if out_of_time:
+                break
         bar.close()
     return ckpt_path

@@ -13,6 +13,7 @@ from service.model_store import ModelStore, ModelStoreError, find_model_store, l
 
 GEOMETRY_OUTPUTS = ("a_id", "a_exp", "p_t", "p_l", "p_h")
 TEXTURE_INPUTS = ("p_t", "image", "heatmaps", "uv_grid", "uv_visibility")
+GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -33,6 +34,9 @@ def provider_list(names: list[str], tensorrt: dict[str, Any] | None = None) -> l
     missing = [n for n in names if n not in available]
     if missing:
         raise ModelStoreError(f"onnxruntime providers {missing} are not available here (have {sorted(available)})")
+    if GPU_PROVIDERS & set(names) and hasattr(ort, "preload_dlls"):
+        # CUDA and cuDNN installed as pip packages (nvidia-*) are found only when loaded first; a no-op otherwise.
+        ort.preload_dlls()
     return [(name, tensorrt) if name == "TensorrtExecutionProvider" and tensorrt else name for name in names]
 
 
