@@ -36,8 +36,7 @@ from training.models import PRESETS, GeometryStream, NetworkConfig
 from training.models.pose import pose_to_camera
 from training.prefetch import Deadline, step_inputs
 from training.synth import SynthFaceGenerator, SynthSettings
-from training.synth.clutter import photo_patches
-from training.synth.profiling import ProfiledFaces
+from training.synth.profiling import ProfiledFaces, profile_generator
 
 VALIDATION_SEED = 999_999  # the synthetic validation batches, disjoint from the training seed
 
@@ -178,9 +177,7 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
     if settings.profiled_batch_size:
         if fitted is None or photos is None:
             raise ValueError("profiled faces need the fitted set and its photos")
-        patches = photo_patches(photos, 1000, cfg.geometry.image_size, settings.seed)
-        profile_gen = SynthFaceGenerator(face_model, SynthSettings(image_size=cfg.geometry.image_size), backgrounds=patches)
-        profiled = ProfiledFaces(fitted, profile_gen)
+        profiled = ProfiledFaces(fitted, profile_generator(face_model, photos, cfg.geometry.image_size, settings.seed))
     net = GeometryStream(cfg.geometry).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     ckpt_path = out / "checkpoint.pt"

@@ -45,8 +45,7 @@ from training.models.pose import pose_to_camera
 from training.prefetch import Deadline, step_inputs
 from training.render import RenderSettings, render_mesh
 from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
-from training.synth.clutter import photo_patches
-from training.synth.profiling import ProfiledFaces
+from training.synth.profiling import BACKGROUND_PATCHES, ProfiledFaces, profile_generator
 from training.train import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, geometry_loss, landmark_nmes,
                             project_landmarks, to_device)
 from training.train_texture import TextureInputs, landmark_heatmaps, uv_grid_from_geometry
@@ -65,7 +64,7 @@ class FinetuneSettings:
     batch_size: int = 8  # real photos per step
     anchor_batch_size: int = 4  # synthetic faces per step for the anchor term
     profiled_batch_size: int = 0  # profiled fitted photos (training.synth.profiling) per step, in the anchor term
-    background_patches: int = 1000  # photo patches behind the profiled faces
+    background_patches: int = BACKGROUND_PATCHES  # photo patches behind the profiled faces
     lr: float = 5e-5
     seed: int = 0
     log_every: int = 25
@@ -192,8 +191,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
     profiled, profiled_val = None, []
     if settings.profiled_batch_size:
-        patches = photo_patches(photos, settings.background_patches, g.image_size, settings.seed)
-        profile_gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), backgrounds=patches)
+        profile_gen = profile_generator(face_model, photos, g.image_size, settings.seed, settings.background_patches)
         profiled = ProfiledFaces(fitted, profile_gen)
         held_out = ProfiledFaces(fitted, profile_gen, split="validation")
         profiled_val = [held_out.batch(VALIDATION_SEED, i, settings.batch_size) for i in range(4)] if len(held_out) else []

@@ -19,7 +19,18 @@ import torch
 
 from training.fitting.crops import RealBatch, load_split
 
-from .generator import GivenFaces, SynthBatch, SynthFaceGenerator
+from .clutter import photo_patches
+from .generator import GivenFaces, SynthBatch, SynthFaceGenerator, SynthSettings
+
+BACKGROUND_PATCHES = 1000  # photo patches behind the profiled faces
+
+
+def profile_generator(model, photos: str | Path, image_size: int, seed: int,
+                      patches: int = BACKGROUND_PATCHES) -> SynthFaceGenerator:
+    """The generator profiled faces render through (``ProfiledFaces``' ``generator``): ``model`` (a
+    ``UVFaceModel``) at ``image_size`` px on ``patches`` background patches cut from ``photos``."""
+    backgrounds = photo_patches(photos, patches, image_size, seed)
+    return SynthFaceGenerator(model, SynthSettings(image_size=image_size), backgrounds=backgrounds)
 
 
 def fill_unseen(texture: np.ndarray, visible: np.ndarray, erode: int = 2) -> np.ndarray:
