@@ -55,3 +55,60 @@ def test_synthetic_report_scores_a_stored_model(tiny_store, tmp_path):
     evaluate_main(["synthetic", "--model", str(tiny_store[3].folder), "--size", "21", "--out", str(tmp_path)])
     text = (tmp_path / "synthetic.md").read_text()
     assert "| A_id + A_exp | " in text and "| neutral | anger |" in text.replace("prediction | ", "")
+
+
+def as_if_trained(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
+    """Random normalisation statistics and affine terms, as a trained network has: folding BatchNorm
+    is then not the identity, and no two parameters are equal (the exporter would merge them)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)) and m.affine:
+            n = m.num_features
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return net
+
+
+@pytest.fixture(scope="module")
+def folded_store(tmp_path_factory, uv_models):
+    torch.manual_seed(2)
+    cfg = tiny()
+    geo = as_if_trained(GeometryStream(cfg.geometry))
+    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
+    report = export_model_store(geo, tex, cfg, tmp_path_factory.mktemp("folded"), "tiny", "0.0.2", face_model=uv_models[64])
+    return cfg, geo.eval(), tex.eval(), report.folder
+
+
+def test_a_store_reads_back_into_pytorch_with_its_batchnorm_folded(folded_store):
+    """The importer gives back networks that compute what the exported ones did (the BatchNorm
+    statistics now folded into the convolutions), in training mode too once BatchNorm is frozen,
+    with gradients reaching every parameter."""
+    from training.export.from_store import FOLDED, FrozenBatchNorm2d, checkpoint_from_store, freeze_batchnorm
+
+    cfg, geo, tex, folder = folded_store
+    ckpt = checkpoint_from_store(folder)
+    assert ckpt["batchnorm"] == FOLDED and ckpt["config"] == cfg.as_dict()
+    assert max(ckpt["import_parity"].values()) <= 1e-4
+    inputs = example_inputs(cfg, seed=5)
+    imported = freeze_batchnorm(GeometryStream(cfg.geometry))
+    imported.load_state_dict(ckpt["geometry_model"])
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in imported.modules())
+    stats = {k: v.clone() for k, v in imported.state_dict().items() if "running" in k}
+    imported.train()
+    out, want = imported(inputs["image"]), geo(inputs["image"])
+    for name in GEOMETRY_OUTPUTS:
+        torch.testing.assert_close(getattr(out, name), getattr(want, name), atol=1e-4, rtol=0)
+    # the folded weights really are new: the original's BatchNorm was not the identity
+    assert not torch.allclose(imported.encoder.features[0][0].weight, geo.encoder.features[0][0].weight)
+    sum(getattr(out, name).square().mean() for name in GEOMETRY_OUTPUTS).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in imported.parameters())
+    assert all(torch.equal(v, imported.state_dict()[k]) for k, v in stats.items())  # statistics frozen
+    texture = TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size))
+    texture.load_state_dict(ckpt["texture_model"])
+    torch.testing.assert_close(texture.albedo.basis, tex.albedo.basis)  # stored reshaped for a MatMul
+    with torch.no_grad():
+        got = texture.eval()(*(inputs[n] for n in TEXTURE_INPUTS))[0]
+        torch.testing.assert_close(got, tex(*(inputs[n] for n in TEXTURE_INPUTS))[0], atol=1e-4, rtol=0)

@@ -294,6 +294,24 @@ def test_micro_batcher_joins_concurrent_calls():
         np.testing.assert_array_equal(results[i], np.full((i, 1), 2 * i))
 
 
+def test_micro_batcher_splits_more_rows_than_its_limit():
+    """Many faces (doubled by mirror averaging) must not reach a graph as one batch beyond max_batch,
+    where a TensorRT engine's profile ends."""
+    calls = []
+
+    def runner(feeds):
+        calls.append(len(feeds["x"]))
+        return [feeds["x"] + 1]
+
+    batcher = MicroBatcher("test", runner, max_batch=4, max_delay_s=0.0)
+    out = batcher({"x": np.arange(10)[:, None]})[0]
+    with pytest.raises(ValueError, match="batch limit"):
+        batcher.submit({"x": np.zeros((5, 1))})
+    batcher.close()
+    assert max(calls) <= 4 and sum(calls) == 10
+    np.testing.assert_array_equal(out[:, 0], np.arange(1, 11))
+
+
 def test_metrics_exposed(client, photo):
     post(client, photo, format="json")
     text = client.get("/metrics").text

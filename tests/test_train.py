@@ -259,3 +259,36 @@ def test_profiled_faces_turn_fitted_photos_towards_the_side_they_show(fitted, uv
     visible[1:7, 1:7] = True  # its rim (background in a real unwrap) is eroded away
     filled = fill_unseen(texture, visible, erode=1)
     assert (filled[2:6, 2:6] == 200).all() and (filled[0, 0] == 200).all() and (filled[1, 1] == 200).all()
+
+
+def test_stage_three_starts_from_a_model_store(tmp_path, fitted):
+    """A shipped model, read back from its ONNX graphs (BatchNorm folded), fine-tunes with BatchNorm
+    frozen, and a resumed run keeps it frozen."""
+    from test_export import as_if_trained
+    from training.export.from_store import checkpoint_from_store
+    from training.export.onnx import export_model_store
+    from training.models import AlbedoModel, GeometryStream, TextureStream
+    from training.train import main as train_main
+
+    cfg = tiny(regions=16)  # the CLI's default n
+    torch.manual_seed(3)
+    geo = as_if_trained(GeometryStream(cfg.geometry))
+    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
+    folder = export_model_store(geo, tex, cfg, tmp_path / "store", "tiny", "0.0.4").folder
+    albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
+    run = tmp_path / "run"
+    common = ["--config", "tiny", "--batch-size", "2", "--albedo", str(albedo), "--fitted", str(fitted),
+              "--photos", str(PHOTOS), "--validate-every", "5", "--out", str(run),
+              "--geometry-from", str(folder), "--texture-from", str(folder)]
+    train_main(["finetune", "--steps", "1", *common])
+    imported = checkpoint_from_store(folder)["geometry_model"]
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["batchnorm"] == "folded" and state["step"] == 1
+    weights = state["geometry_model"]
+    stats = [k for k in weights if "running_" in k]
+    assert stats and all(torch.equal(weights[k], imported[k]) for k in stats)  # frozen statistics
+    assert not torch.equal(weights["encoder.features.0.0.weight"], imported["encoder.features.0.0.weight"])
+    train_main(["finetune", "--steps", "2", *common])
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 2 and state["batchnorm"] == "folded"
+    assert all(torch.equal(state["geometry_model"][k], imported[k]) for k in stats)

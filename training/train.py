@@ -264,8 +264,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the texture stream as a plain encoder-decoder: no skips, no SSRPM/SRSM (an ablation)")
     parser.add_argument("--features", type=Path, help="stage 2: a stage-1 checkpoint whose encoder gives L_con's features")
     parser.add_argument("--p-t-noise", type=float, default=TextureStageSettings.p_t_noise, help="stage 2")
-    parser.add_argument("--geometry-from", type=Path, help="stage 3: the stage-1 checkpoint to start from")
-    parser.add_argument("--texture-from", type=Path, help="stage 3: the stage-2 checkpoint to start from")
+    parser.add_argument("--geometry-from", type=Path, help="stage 3: the stage-1 checkpoint (or a model-store version folder) to start from")
+    parser.add_argument("--texture-from", type=Path, help="stage 3: the stage-2 checkpoint (or a model-store version folder) to start from")
     parser.add_argument("--extra-landmarks", type=Path, help="stage 3: a `python -m training.photos` file; its photos "
                         "make half of every batch")
     parser.add_argument("--profiled", type=int, default=0, help="stages 1 and 3: profiled fitted photos per step "

@@ -18,6 +18,9 @@ Adaptations, each for a reason:
 - An anchor term keeps stage 1's supervised loss on a small synthetic batch. Without it a photometric
   loss on ~1,100 photos can trade geometry for colour (a known failure of self-supervised
   fine-tuning); the geometry stream's landmark accuracy is what the service is judged on first.
+- ``--geometry-from`` / ``--texture-from`` may name a model-store version folder instead of a
+  checkpoint: its ONNX graphs are read back (``training.export.from_store``), so a shipped model
+  fine-tunes after its training run is gone, with BatchNorm frozen (the exporter folded it).
 - With ``--profiled N`` the anchor also holds N profiled faces per step (fitted photos turned to
   45-85° of yaw with their own texture, DESIGN.md 4b): the photos stop near 50°. Validation then
   scores profiled held-out photos too, and ``best.pt`` goes by the mean of the two landmark NMEs.
@@ -37,6 +40,7 @@ from tqdm import tqdm
 from training import losses
 from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.evaluate.metrics import nme_2d
+from training.export.from_store import FOLDED, checkpoint_from_store, freeze_batchnorm
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
 from training.photos import LandmarkedPhotos
@@ -152,6 +156,20 @@ def profiled_nme(geometry, batches, landmarks_uv, device) -> float:
     return float(np.mean(nmes))
 
 
+def start_checkpoint(path: Path, cfg: NetworkConfig, device: torch.device) -> dict:
+    """A stage-1, 2 or 3 checkpoint file, or a model-store version folder read back from its ONNX graphs."""
+    path = Path(path)
+    if path.is_dir():
+        start_from = checkpoint_from_store(path)
+        for stream in ("geometry_model", "texture_model"):
+            start_from[stream] = {k: v.to(device) for k, v in start_from[stream].items()}
+    else:
+        start_from = torch.load(path, map_location=device, weights_only=False)
+    if not cfg.matches(start_from["config"]):
+        raise ValueError(f"{path} was trained with another config than {cfg.name}")
+    return start_from
+
+
 def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, geometry_from: Path, texture_from: Path,
                    fitted: Path, photos: Path, albedo: Path | None = None, device: str = "cpu",
                    extra: tuple[Path, Path] | None = None) -> Path:
@@ -168,20 +186,26 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     geometry = GeometryStream(g).to(dev)
     texture = TextureStream(t, AlbedoModel.placeholder(t.albedo_dim, t.uv_size)).to(dev)  # buffers come from the checkpoint
     ckpt_path = out / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path, cfg, dev)
+    starts = None if ckpt is not None else {stream: start_checkpoint(path, cfg, dev)
+                                            for stream, path in (("geometry", geometry_from), ("texture", texture_from))}
+    # A model store's BatchNorm statistics are folded into its convolutions: such weights train with
+    # BatchNorm frozen (training.export.from_store), and a resumed run remembers that.
+    folded = (ckpt if ckpt is not None else starts["geometry"]).get("batchnorm") == FOLDED
+    if folded:
+        freeze_batchnorm(geometry)
+        freeze_batchnorm(texture)
     params = list(geometry.parameters()) + list(texture.parameters())
     opt = torch.optim.Adam(params, lr=settings.lr)
     step = 0
-    if (ckpt := load_checkpoint(ckpt_path, cfg, dev)) is not None:
+    if ckpt is not None:
         geometry.load_state_dict(ckpt["geometry_model"])
         texture.load_state_dict(ckpt["texture_model"])
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
     else:
-        for path, stream, net in ((geometry_from, "geometry", geometry), (texture_from, "texture", texture)):
-            start_from = torch.load(path, map_location=dev, weights_only=False)
-            if not cfg.matches(start_from["config"]):
-                raise ValueError(f"{path} was trained with another config than {cfg.name}")
-            net.load_state_dict(stream_weights(start_from, stream))
+        geometry.load_state_dict(stream_weights(starts["geometry"], "geometry"))
+        texture.load_state_dict(stream_weights(starts["texture"], "texture"))
     renderer = FaceRenderer(face_model, g.image_size, dev)
     targets = GeometryTargets(face_model, dev)
     landmarks_uv = targets.landmarks_uv
@@ -248,7 +272,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}")
             state = dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), optimizer=opt.state_dict(),
-                         config=cfg.as_dict(), step=step, stage="finetune")
+                         config=cfg.as_dict(), step=step, stage="finetune", **({"batchnorm": FOLDED} if folded else {}))
             best.offer(val, state)
             if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
                 save_checkpoint(ckpt_path, **state)

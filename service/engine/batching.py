@@ -38,13 +38,21 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(self, feeds: dict[str, np.ndarray]) -> Future:
-        """Queue inputs of any batch size; the future yields the outputs for exactly those rows."""
+        """Queue inputs of at most ``max_batch`` rows; the future yields the outputs for exactly those rows."""
         item = _Item(feeds, rows=len(next(iter(feeds.values()))))
+        if item.rows > self.max_batch:
+            raise ValueError(f"{item.rows} rows are more than the {self.name} batch limit {self.max_batch}")
         self._queue.put(item)
         return item.future
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.submit(feeds).result()
+        """The outputs for ``feeds``, of any batch size: more rows than ``max_batch`` (many faces in
+        one photo) go as several items, since a TensorRT engine's profile ends at ``max_batch``."""
+        rows = len(next(iter(feeds.values())))
+        futures = [self.submit({k: v[i:i + self.max_batch] for k, v in feeds.items()})
+                   for i in range(0, rows, self.max_batch)]
+        parts = [future.result() for future in futures]
+        return parts[0] if len(parts) == 1 else [np.concatenate(outs) for outs in zip(*parts)]
 
     def close(self) -> None:
         self._queue.put(None)

@@ -131,10 +131,14 @@ def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = 
     }
     suffix = " (own detection)" if detector else ""
     if model_dir is not None:
+        from service.settings import Settings
+
         from .inprocess import InProcessModel
 
-        model = InProcessModel(model_dir)
-        results[f"{model.label}, in-process{suffix}"] = aflw2000.evaluate(model.landmark_predictor(detector), samples)
+        for mirror in (True, False):  # the service's default, and without it to show what it adds
+            model = InProcessModel(model_dir, Settings(mirror_average=mirror))
+            label = f"{model.label}, in-process{suffix}" + ("" if mirror else ", no mirror averaging")
+            results[label] = aflw2000.evaluate(model.landmark_predictor(detector), samples)
     if url:
         results["service" + suffix] = aflw2000.evaluate(aflw2000.service_predictor(url, detector), samples)
     header = (f"{len(samples)} images from `{data}`; boxes from the ground-truth landmarks (3DDFA protocol); "

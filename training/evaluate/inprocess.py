@@ -1,8 +1,8 @@
 """A model store run in this process through the service's own stages, no server needed.
 
 The stages are the ones ``service.engine.pipeline.Engine.reconstruct`` chains (detect or the caller's
-box -> align -> geometry.onnx -> ASM decode -> unwrap -> texture.onnx), called directly so that the
-evaluation sees exactly what the service computes, plus what the service does not return: both
+box -> align -> geometry.onnx, mirror-averaged when the settings say so -> ASM decode -> unwrap ->
+texture.onnx), called directly so that the evaluation sees exactly what the service computes, plus what the service does not return: both
 texture outputs (``albedo`` and the linear ``linear_albedo`` from p_t) and the geometry in the
 service's own types (``FaceGeometry``: camera, crop, vertices, lighting).
 """
@@ -17,6 +17,7 @@ import numpy as np
 from service.engine.align import crop_face
 from service.engine.asm_decode import FaceGeometry, decode_asm
 from service.engine.detect import FaceDetector
+from service.engine.mirror import run_geometry_mirrored
 from service.engine.runtime import GEOMETRY_OUTPUTS, Model
 from service.engine.topology import MeshTopology
 from service.engine.unwrap import Unwrap, heatmaps, unwrap
@@ -89,7 +90,10 @@ class InProcessModel:
         if side < self.settings.min_face_px:
             raise LookupError(f"face box side {side:.0f} px is below the service's minimum {self.settings.min_face_px}")
         crop = crop_face(photo, box, self.model.store.input_size, self.settings.crop_scale)
-        outputs = self.model.run_geometry({"image": crop.image[None]})
+        if self.settings.mirror_average:
+            outputs = run_geometry_mirrored(self.model.run_geometry, crop.image[None])
+        else:
+            outputs = self.model.run_geometry({"image": crop.image[None]})
         geo = decode_asm({k: out[0] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology, self.pose_fields)
         return tuple(float(v) for v in box), box_from, outputs, geo
 
