@@ -196,8 +196,8 @@ def test_all_writes_every_table_in_process(store, tmp_path):
         assert (out / f"{name}.json").is_file() and (out / f"{name}.md").is_file()
     nme = json.loads((out / "aflw2000.json").read_text())["tiny 0.0.1, in-process"]["nme_2d"]
     assert sum(nme["n"].values()) == 2 and nme["overall"] > 0
-    plain = json.loads((out / "aflw2000.json").read_text())["tiny 0.0.1, in-process, no mirror averaging"]["nme_2d"]
-    assert sum(plain["n"].values()) == 2 and plain["overall"] != nme["overall"]
+    averaged = json.loads((out / "aflw2000.json").read_text())["tiny 0.0.1, in-process, mirror-averaged"]["nme_2d"]
+    assert sum(averaged["n"].values()) == 2 and averaged["overall"] != nme["overall"]
     synth = json.loads((out / "synthetic.json").read_text())
     assert set(synth["geometry"]) == {"A_id + A_exp", "A_id only"}
     linear, stream = synth["albedo"]["linear albedo (p_t)"], synth["albedo"]["texture stream"]

@@ -290,5 +290,5 @@ def test_stage_three_starts_from_a_model_store(tmp_path, fitted):
     assert not torch.equal(weights["encoder.features.0.0.weight"], imported["encoder.features.0.0.weight"])
     train_main(["finetune", "--steps", "2", *common])
     state = torch.load(run / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 2 and state["batchnorm"] == "folded"
+    assert state["step"] == 2 and state["batchnorm"] == "folded" and state["started_from"] == "tiny 0.0.4"
     assert all(torch.equal(state["geometry_model"][k], imported[k]) for k in stats)

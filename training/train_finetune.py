@@ -192,6 +192,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     # A model store's BatchNorm statistics are folded into its convolutions: such weights train with
     # BatchNorm frozen (training.export.from_store), and a resumed run remembers that.
     folded = (ckpt if ckpt is not None else starts["geometry"]).get("batchnorm") == FOLDED
+    origin = ckpt.get("started_from") if ckpt is not None else starts["geometry"].get("source")  # a model store's name
     if folded:
         freeze_batchnorm(geometry)
         freeze_batchnorm(texture)
@@ -272,7 +273,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}")
             state = dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), optimizer=opt.state_dict(),
-                         config=cfg.as_dict(), step=step, stage="finetune", **({"batchnorm": FOLDED} if folded else {}))
+                         config=cfg.as_dict(), step=step, stage="finetune", **({"batchnorm": FOLDED} if folded else {}),
+                         **({"started_from": origin} if origin else {}))
             best.offer(val, state)
             if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
                 save_checkpoint(ckpt_path, **state)

@@ -2,9 +2,10 @@
 and the mirror's outputs, turned back into the crop's frame, are averaged with the crop's own.
 
 A regression network's error on a face and on its mirror image is partly independent, so the
-average is closer to the truth (on AFLW2000-3D dev, 0.2.0's mean NME of the yaw bins drops from
-10.14 % to about 9.8 %), and the result is exactly mirror-symmetric: the mirrored photo gets the
-mirrored face.
+average is closer to the truth (on AFLW2000-3D dev, the mean NME of the yaw bins drops from 10.14 to
+9.82 % for 0.2.0 and from 9.53 to 9.27 % for 0.3.0), and the result is exactly mirror-symmetric: the
+mirrored photo gets the mirrored face. It doubles the geometry graph's rows, hence a setting
+(``FACERECON_MIRROR_AVERAGE``), off by default for the CPU latency goal.
 
 Turning the mirror's outputs back relies on two symmetries, checked by :func:`mirror_ready`:
 - the UV layout is symmetric about its centre column, so ``A(mirror(u, v)) = A(u, v) * (-1, 1, 1)``;

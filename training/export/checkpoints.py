@@ -30,11 +30,17 @@ def export_checkpoints(geometry_path: Path, texture_path: Path | None, albedo_pa
     else:
         albedo = AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)
     texture = TextureStream(cfg.texture, albedo)
-    evaluation = {"trained": {"geometry": f"{geo_ckpt['stage']} stage, {geo_ckpt['step']} steps"}}
+    evaluation = {"trained": {"geometry": trained(geo_ckpt)}}
     if tex_ckpt is not None:
         texture.load_state_dict(stream_weights(tex_ckpt, "texture"))
-        evaluation["trained"]["texture"] = f"{tex_ckpt['stage']} stage, {tex_ckpt['step']} steps"
+        evaluation["trained"]["texture"] = trained(tex_ckpt)
     else:
         source = f"albedo model {albedo_path.name}" if albedo_path else "placeholder albedo model"
         evaluation["trained"]["texture"] = f"untrained (seeded), {source}"
     return export_model_store(geometry, texture, cfg, root, name, version, evaluation=evaluation, overwrite=overwrite)
+
+
+def trained(ckpt: dict) -> str:
+    """How a checkpoint was trained, for the manifest: its stage, steps and the model store it started from."""
+    origin = f", started from {ckpt['started_from']}" if ckpt.get("started_from") else ""
+    return f"{ckpt['stage']} stage, {ckpt['step']} steps{origin}"
