@@ -39,8 +39,8 @@ class Settings(BaseSettings):
     min_face_px: int = Field(40, ge=1)  # smaller faces (box side in input pixels) are refused
     crop_scale: float = Field(1.6, gt=1.0)  # crop side / detector box side; matches the synthetic head size
     # Geometry on the crop and its mirror image, averaged (service.engine.mirror): a second row per face
-    # in the geometry batch for a lower landmark error. Off by default: on 2 CPU cores it adds ~40 ms
-    # (p50 over the 150 ms goal); on a GPU it is nearly free. Needs a left-right symmetric UV layout.
+    # in the geometry batch for a lower landmark error. Off by default: on 2 CPU cores it adds 20-40 ms
+    # (p50 at or over the 150 ms goal); on a GPU it is nearly free. Needs a left-right symmetric UV layout.
     mirror_average: bool = False
 
     # Output
