@@ -11,10 +11,10 @@ import torch
 
 from service.engine.align import Crop
 from service.engine.asm_decode import decode_asm
-from service.engine.mirror import MIRROR_68, SH_SIGNS, mirror_ready, unmirror
+from service.engine.mirror import MIRROR_68, SH_SIGNS, mirror_ready, require_mirror_ready, unmirror
 from service.engine.runtime import GEOMETRY_OUTPUTS
 from service.engine.topology import MeshTopology
-from service.model_store import load_model_store
+from service.model_store import ModelStoreError, load_model_store
 from service.settings import Settings
 from service_fixtures import noise_image, tiny_store
 from training.evaluate.inprocess import InProcessModel
@@ -44,6 +44,9 @@ def test_the_tiny_layout_is_mirror_symmetric_and_a_shifted_one_is_not(topology):
     assert mirror_ready(topology)
     shifted = dataclasses.replace(topology, landmarks_uv=topology.landmarks_uv + (0.5, 0.0))
     assert not mirror_ready(shifted)
+    require_mirror_ready(topology, "tiny")
+    with pytest.raises(ModelStoreError, match="FACERECON_MIRROR_AVERAGE=false"):
+        require_mirror_ready(shifted, "tiny")
 
 
 def test_unmirror_is_an_involution(topology):

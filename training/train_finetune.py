@@ -187,8 +187,10 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     texture = TextureStream(t, AlbedoModel.placeholder(t.albedo_dim, t.uv_size)).to(dev)  # buffers come from the checkpoint
     ckpt_path = out / "checkpoint.pt"
     ckpt = load_checkpoint(ckpt_path, cfg, dev)
-    starts = None if ckpt is not None else {stream: start_checkpoint(path, cfg, dev)
-                                            for stream, path in (("geometry", geometry_from), ("texture", texture_from))}
+    starts = None
+    if ckpt is None:  # one read per file or store, which usually serves both streams
+        read = {path: start_checkpoint(path, cfg, dev) for path in {Path(geometry_from), Path(texture_from)}}
+        starts = {"geometry": read[Path(geometry_from)], "texture": read[Path(texture_from)]}
     # A model store's BatchNorm statistics are folded into its convolutions: such weights train with
     # BatchNorm frozen (training.export.from_store), and a resumed run remembers that.
     folded = (ckpt if ckpt is not None else starts["geometry"]).get("batchnorm") == FOLDED

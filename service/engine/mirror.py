@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.model_store import ModelStoreError
+
 from .runtime import GEOMETRY_OUTPUTS
 from .topology import MeshTopology
 
@@ -41,6 +43,13 @@ def mirror_ready(topo: MeshTopology, tolerance_px: float = 1e-3) -> bool:
     mask = topo.uv_mask.astype(bool)
     return bool(np.abs(flipped - topo.landmarks_uv).max() <= tolerance_px
                 and (mask & mask[:, ::-1]).sum() >= 0.999 * mask.sum())
+
+
+def require_mirror_ready(topo: MeshTopology, model: str) -> None:
+    """Refuse mirror averaging for ``model`` (its name, for the message) when :func:`mirror_ready` is false."""
+    if not mirror_ready(topo):
+        raise ModelStoreError(f"{model}: its UV layout is not left-right symmetric, so mirror averaging cannot "
+                              "apply; set FACERECON_MIRROR_AVERAGE=false")
 
 
 def mirror_images(images: np.ndarray) -> np.ndarray:
@@ -75,3 +84,8 @@ def run_geometry_mirrored(run, images: np.ndarray) -> list[np.ndarray]:
     both = run({"image": np.concatenate([images, mirror_images(images)])})
     b = len(images)
     return average_with_mirror([o[:b] for o in both], [o[b:] for o in both])
+
+
+def run_geometry(run, images: np.ndarray, mirror_average: bool) -> list[np.ndarray]:
+    """The geometry stage for (B, 3, N, N) crops: ``run`` on them, mirror-averaged when asked."""
+    return run_geometry_mirrored(run, images) if mirror_average else run({"image": images})

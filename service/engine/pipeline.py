@@ -16,7 +16,6 @@ import numpy as np
 
 from service import errors
 from service.metrics import Metrics
-from service.model_store import ModelStoreError
 from service.schemas import Face as FaceFigures
 from service.schemas import FaceSelection, Format, ModelRef, Options, Pose, Quality, ReconstructResult
 from service.settings import Settings
@@ -28,7 +27,7 @@ from .decode import decode_image
 from .detect import Face, FaceDetector, LandmarkPredictor, dlib_model_path
 from .export import MEDIA_TYPES, export_glb, export_json, export_obj_zip
 from .fuse import fuse_mesh
-from .mirror import mirror_ready, run_geometry_mirrored
+from .mirror import require_mirror_ready, run_geometry
 from .runtime import GEOMETRY_OUTPUTS, Model
 from .texture import compose_texture
 from .topology import MeshTopology
@@ -75,9 +74,8 @@ class Engine:
                                 settings.tensorrt_fp16, settings.max_batch_size)
         self.topology = MeshTopology.from_store(self.model.store)
         self.pose_fields = self.model.store.manifest["camera"].get("pose_fields")
-        if settings.mirror_average and not mirror_ready(self.topology):
-            raise ModelStoreError(f"{self.model.name} {self.model.version}: its UV layout is not left-right symmetric, "
-                                  "so mirror averaging cannot apply; set FACERECON_MIRROR_AVERAGE=false")
+        if settings.mirror_average:
+            require_mirror_ready(self.topology, f"{self.model.name} {self.model.version}")
         self.detector = FaceDetector(settings.detect_max_side, settings.detect_upsample, settings.cnn_fallback)
         predictor_path = dlib_model_path("shape_predictor_68_face_landmarks.dat")
         self.landmarks = LandmarkPredictor(predictor_path) if predictor_path else None
@@ -137,9 +135,7 @@ class Engine:
             crops = [crop_face(photo, f.box, self.model.store.input_size, self.settings.crop_scale) for f in faces]
             dlib_landmarks = [self.landmarks(photo, f.box) if self.landmarks else None for f in faces]
         with timer("geometry"):
-            images = np.stack([c.image for c in crops])
-            outputs = (run_geometry_mirrored(self.geometry, images) if self.settings.mirror_average
-                       else self.geometry({"image": images}))
+            outputs = run_geometry(self.geometry, np.stack([c.image for c in crops]), self.settings.mirror_average)
         with timer("decode_asm"):
             geos = [decode_asm({k: out[i] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology,
                                self.pose_fields) for i, crop in enumerate(crops)]

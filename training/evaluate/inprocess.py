@@ -2,8 +2,8 @@
 
 The stages are the ones ``service.engine.pipeline.Engine.reconstruct`` chains (detect or the caller's
 box -> align -> geometry.onnx, mirror-averaged when the settings say so -> ASM decode -> unwrap ->
-texture.onnx), called directly so that the evaluation sees exactly what the service computes, plus what the service does not return: both
-texture outputs (``albedo`` and the linear ``linear_albedo`` from p_t) and the geometry in the
+texture.onnx), called directly so that the evaluation sees exactly what the service computes, plus
+what the service does not return: both texture outputs (``albedo`` and the linear ``linear_albedo`` from p_t) and the geometry in the
 service's own types (``FaceGeometry``: camera, crop, vertices, lighting).
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from service.engine.align import crop_face
 from service.engine.asm_decode import FaceGeometry, decode_asm
 from service.engine.detect import FaceDetector
-from service.engine.mirror import run_geometry_mirrored
+from service.engine.mirror import require_mirror_ready, run_geometry
 from service.engine.runtime import GEOMETRY_OUTPUTS, Model
 from service.engine.topology import MeshTopology
 from service.engine.unwrap import Unwrap, heatmaps, unwrap
@@ -56,6 +56,8 @@ class InProcessModel:
         self.model = Model.load(s.model_store, s.model_name, s.model_version, s.providers, s.intra_op_threads,
                                 s.tensorrt_cache_dir)
         self.topology = MeshTopology.from_store(self.model.store)
+        if s.mirror_average:  # as the service refuses to start
+            require_mirror_ready(self.topology, self.label)
         self.pose_fields = self.model.store.manifest["camera"].get("pose_fields")
         names = [o["name"] for o in self.model.store.onnx_outputs("texture")]
         self.texture_outputs = [n for n in ("albedo", "linear_albedo") if n in names]
@@ -90,10 +92,7 @@ class InProcessModel:
         if side < self.settings.min_face_px:
             raise LookupError(f"face box side {side:.0f} px is below the service's minimum {self.settings.min_face_px}")
         crop = crop_face(photo, box, self.model.store.input_size, self.settings.crop_scale)
-        if self.settings.mirror_average:
-            outputs = run_geometry_mirrored(self.model.run_geometry, crop.image[None])
-        else:
-            outputs = self.model.run_geometry({"image": crop.image[None]})
+        outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
         geo = decode_asm({k: out[0] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology, self.pose_fields)
         return tuple(float(v) for v in box), box_from, outputs, geo
 
