@@ -29,6 +29,19 @@ def test_known_shift_gives_known_nme_per_bin():
     assert t["bin_mean"] == pytest.approx(0.02) and result["nme_3d"] is None
 
 
+def test_parts_are_scored_against_the_whole_face_box():
+    """A 4-px shift of the 17 jaw points in a 100-px box: 4 % on the jaw, nothing elsewhere, 1 % overall."""
+    sample = fake_sample("a", 10)
+    moved = sample.landmarks[:, :2].copy()
+    moved[:17, 0] += 4.0
+
+    result = aflw2000.evaluate(lambda img, box: moved, [sample])
+    parts = {part: t["overall"] for part, t in result["nme_2d_by_part"].items()}
+    assert parts == pytest.approx({"jaw": 0.04, "brows": 0, "nose": 0, "eyes": 0, "mouth": 0})
+    assert result["nme_2d"]["overall"] == pytest.approx(0.01)
+    assert "| m | 4.00 % / 4.00 % | 0.00 % / 0.00 % |" in aflw2000.markdown({"m": result})
+
+
 def test_misses_are_counted_not_scored():
     samples = [fake_sample("a", 10), fake_sample("b", 10, 1)]
 

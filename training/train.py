@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
                         "make half of every batch")
     parser.add_argument("--profiled", type=int, default=0, help="stages 1 and 3: profiled fitted photos per step "
                         "(45-85° yaw; training.synth.profiling)")
+    parser.add_argument("--jaw-marching", action=argparse.BooleanOptionalAction, default=FinetuneSettings.jaw_marching,
+                        help="stage 3: L_ali compares the jaw points of the side turned away with the silhouette, as 2D "
+                        "annotations mark them (training.jaw_marching); --no-jaw-marching as before 0.4.0")
     parser.add_argument("--workers", type=int, default=0, help="processes making each step's inputs ahead "
                         "(0: inline; on a GPU machine, about the CPU cores)")
     parser.add_argument("--minutes", type=float, help="stop a stage after this much wall time, checkpointing first")
@@ -302,7 +305,8 @@ def main(argv: list[str] | None = None) -> None:
             return train_texture(cfg, out, settings, args.albedo, features, args.device, args.photos)
         if None in (geometry_from, texture_from, args.fitted):
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
-        settings = FinetuneSettings(profiled_batch_size=args.profiled, **common(FinetuneSettings, steps, minutes))
+        settings = FinetuneSettings(profiled_batch_size=args.profiled, jaw_marching=args.jaw_marching,
+                                    **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
                               args.device, extra)

@@ -14,7 +14,10 @@ Adaptations, each for a reason:
   mask M: the mesh has no eye or mouth interior, so those pixels are never compared.
 - L_id is dropped: no differentiable face-recognition network exists here (DESIGN.md, 3), and dlib's
   descriptor, which does, is not differentiable. Identity is measured with it instead.
-- L_ali uses the photos' annotated 68 landmarks, in crop pixels.
+- L_ali uses the photos' annotated 68 landmarks, in crop pixels, and the jaw points of the side
+  turned away are compared with the silhouette, where annotators put them, not with the fixed jaw
+  points the service returns (``training.jaw_marching``; ``--no-jaw-marching``: the fixed points, as
+  up to 0.3.0). The held-out real NME is scored the same way.
 - An anchor term keeps stage 1's supervised loss on a small synthetic batch. Without it a photometric
   loss on ~1,100 photos can trade geometry for colour (a known failure of self-supervised
   fine-tuning); the geometry stream's landmark accuracy is what the service is judged on first.
@@ -38,6 +41,7 @@ import torch
 from tqdm import tqdm
 
 from training import losses
+from training.jaw_marching import JawMarching
 from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.evaluate.metrics import nme_2d
 from training.export.from_store import FOLDED, checkpoint_from_store, freeze_batchnorm
@@ -76,6 +80,7 @@ class FinetuneSettings:
     validate_every: int = 100
     workers: int = 0  # processes making each step's inputs ahead (training.prefetch); 0: inline
     minutes: float | None = None  # stop (checkpointing) after this much wall time
+    jaw_marching: bool = True  # L_ali's turned-away jaw points on the silhouette (training.jaw_marching)
 
 
 class FaceRenderer:
@@ -128,8 +133,10 @@ def finetune_loss(image, landmarks, shaded, marks, weights: FinetuneLossWeights)
 
 
 @torch.no_grad()
-def validate_finetune(geometry, texture, renderer, real: FittedPhotos, landmarks_uv, batch_size: int, device) -> dict[str, float]:
-    """Landmark NME and mean absolute colour error of the render over its mask, on held-out fitted photos."""
+def validate_finetune(geometry, texture, renderer, real: FittedPhotos, landmarks_uv, batch_size: int, device,
+                      marching: JawMarching | None = None) -> dict[str, float]:
+    """Landmark NME (with ``marching``: as annotated, the turned-away jaw on the silhouette) and mean
+    absolute colour error of the render over its mask, on held-out fitted photos."""
     if len(real) == 0:
         return {}
     geometry.eval(), texture.eval()
@@ -137,7 +144,9 @@ def validate_finetune(geometry, texture, renderer, real: FittedPhotos, landmarks
     for start in range(0, len(real), batch_size):
         batch = real.batch(range(start, min(start + batch_size, len(real))), None)
         image, landmarks = batch.image.to(device), batch.landmarks.to(device)
-        _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
+        geo, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
+        if marching is not None:
+            marks = marching.landmarks(geo.a_full, geo.p_h, marks, image.shape[-1])
         nmes += [nme_2d(p, g) for p, g in zip(marks.cpu().numpy(), landmarks.cpu().numpy())]
         diff = (shaded.image_nchw() - image).abs().mean(1)
         errors += [float(d[m].mean()) for d, m in zip(diff, shaded.mask) if m.any()]
@@ -212,6 +221,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     renderer = FaceRenderer(face_model, g.image_size, dev)
     targets = GeometryTargets(face_model, dev)
     landmarks_uv = targets.landmarks_uv
+    marching = JawMarching(face_model, dev) if settings.jaw_marching else None
     real = FittedPhotos(fitted, photos, g.image_size)
     more = LandmarkedPhotos(extra[0], extra[1], g.image_size) if extra else None
     real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
@@ -248,7 +258,9 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
 
         for step, ((image, landmarks), synthetic, turned) in step_inputs(make, step, settings.steps, settings.workers):
             image, landmarks = image.to(dev), landmarks.to(dev)
-            _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
+            geo, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
+            if marching is not None:
+                marks = marching.landmarks(geo.a_full, geo.p_h, marks, image.shape[-1])
             terms = finetune_loss(image, landmarks, shaded, marks, weights)
             synthetic = to_device(synthetic, dev)
             terms["anchor"] = geometry_loss(geometry(synthetic.image), synthetic, targets, anchor_weights)["total"]
@@ -263,7 +275,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             bar.update(1)
             out_of_time = deadline.passed()
             validating = step % settings.validate_every == 0 or out_of_time
-            val = validate_finetune(geometry, texture, renderer, real_val, landmarks_uv, settings.batch_size, dev) if validating else {}
+            val = validate_finetune(geometry, texture, renderer, real_val, landmarks_uv, settings.batch_size, dev,
+                                    marching) if validating else {}
             if validating and profiled_val:
                 val["val_profiled_landmark_nme"] = profiled_nme(geometry, profiled_val, landmarks_uv, dev)
                 if "val_real_landmark_nme" in val:

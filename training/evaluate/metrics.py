@@ -16,9 +16,10 @@ def box_size(landmarks: np.ndarray) -> float:
     return float(np.sqrt(np.prod(hi - lo)))
 
 
-def nme_2d(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Mean 2D landmark distance divided by the ground truth's box size."""
-    return float(np.linalg.norm(pred[:, :2] - gt[:, :2], axis=1).mean() / box_size(gt))
+def nme_2d(pred: np.ndarray, gt: np.ndarray, box_from: np.ndarray | None = None) -> float:
+    """Mean 2D landmark distance divided by the box size of ``box_from`` (default: ``gt``; give
+    all 68 ground-truth landmarks when scoring a subset of them)."""
+    return float(np.linalg.norm(pred[:, :2] - gt[:, :2], axis=1).mean() / box_size(gt if box_from is None else box_from))
 
 
 def align_scale_translation(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

@@ -71,6 +71,30 @@ class JawContour:
         table = np.stack([np.pad(x, (0, k - len(x)), mode="edge") for x in lines]).astype(np.int64)
         return cls(table, side, kit.landmarks68[JAW].astype(np.int64))
 
+    def outermost(self, points: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """Which candidate of each parallel lies on the silhouette.
+
+        Args:
+            points: (B, 17 * K, 3) positions of ``candidates.ravel()`` (canonical).
+            yaw, pitch: (B,) radians (``training.render.euler_to_rotation`` convention).
+        Returns:
+            (B, 17) int64 column of ``candidates``: each parallel's most extreme point along the
+            rotated x axis, on its own side of the face.
+        """
+        b, k = points.shape[0], self.candidates.shape[1]
+        # The view-frame x axis after pitch then yaw, expressed in the head frame.
+        axis = torch.stack([torch.cos(yaw), torch.sin(yaw) * torch.sin(pitch), torch.sin(yaw) * torch.cos(pitch)], -1)
+        x_rot = (points @ axis.to(points.dtype)[:, :, None]).reshape(b, 17, k)
+        side = torch.from_numpy(self.side).to(points)
+        return (x_rot * side[:, None]).argmax(-1)
+
+    def turned_away(self, yaw: torch.Tensor, min_yaw: float = 0.0) -> torch.Tensor:
+        """(B,) radians -> (B, 17) bool: the jaw landmarks on the side turned away from the camera,
+        none for faces turned less than ``min_yaw``."""
+        # yaw > 0 turns the nose towards +x, so the +x side (side = +1) is the one turned away.
+        side = torch.from_numpy(self.side).to(yaw.device, yaw.dtype)
+        return (side[None] * torch.sign(yaw)[:, None] > 0) & (yaw.abs() >= min_yaw)[:, None]
+
     def select(self, points: torch.Tensor, yaw: torch.Tensor, pitch: torch.Tensor, min_yaw: float = 0.0) -> torch.Tensor:
         """The jaw landmarks' vertices for the current fit.
 
@@ -82,14 +106,6 @@ class JawContour:
             (B, 17) int64 ICT vertex ids: the silhouette vertex of each parallel on the side turned
             away, ICT's fixed landmark vertex elsewhere.
         """
-        b, k = points.shape[0], self.candidates.shape[1]
-        table = torch.from_numpy(self.candidates)
-        # The view-frame x axis after pitch then yaw, expressed in the head frame.
-        axis = torch.stack([torch.cos(yaw), torch.sin(yaw) * torch.sin(pitch), torch.sin(yaw) * torch.cos(pitch)], -1)
-        x_rot = (points @ axis.to(points.dtype)[:, :, None]).reshape(b, 17, k)
-        side = torch.from_numpy(self.side).to(points.dtype)
-        best = (x_rot * side[:, None]).argmax(-1)  # (B, 17) the outermost vertex of each parallel
-        marched = table[torch.arange(17)[None], best]
-        # yaw > 0 turns the nose towards +x, so the +x side (side = +1) is the one turned away.
-        away = (side[None] * torch.sign(yaw).to(points.dtype)[:, None] > 0) & (yaw.abs() >= min_yaw)[:, None]
-        return torch.where(away, marched, torch.from_numpy(self.fixed)[None].expand(b, 17))
+        b = points.shape[0]
+        marched = torch.from_numpy(self.candidates)[torch.arange(17)[None], self.outermost(points, yaw, pitch)]
+        return torch.where(self.turned_away(yaw, min_yaw), marched, torch.from_numpy(self.fixed)[None].expand(b, 17))
