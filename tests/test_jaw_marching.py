@@ -16,7 +16,7 @@ def neutral(uv_models):
     """The neutral face's (1, 3, S, S) position map, its marching and its exact canonical vertices."""
     model = uv_models[SIZE]
     a = torch.from_numpy(model.identity_map(None)).permute(2, 0, 1)[None].float()
-    canonical = (model.kit.neutral - np.asarray(model.frame.center)) / model.frame.scale
+    canonical = model.frame.to_canonical(model.kit.neutral)
     return a, JawMarching(model), canonical, torch.from_numpy(model.topology.landmarks_uv)
 
 

@@ -5,9 +5,9 @@ on the cheek's silhouette, while the network's 68 landmarks are fixed points of 
 what the service returns and what AFLW2000-3D's fitted landmarks are. A loss comparing the two pulls
 the fixed jaw points out to the silhouette: in a one-off check 0.3.0, trained that way, put the far
 side's jaw on average 18 % (at 30-60° of yaw) and 33 % (60-90°) of the face box outside AFLW2000-3D's
-points. As the fitting does
-(``training.fitting.contour``), the loss instead compares each such annotation with the silhouette
-point of its jaw parallel, read from A through the masked-bilinear taps of the parallel's vertices.
+points. As the fitting does (``training.fitting.contour``), the loss instead compares each such
+annotation with the silhouette point of its jaw parallel, read from A through the masked-bilinear
+taps of the parallel's vertices.
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from training.models.pose import pose_to_camera
 class JawMarching:
     """The jaw parallels of ``training.fitting.contour`` as taps into (B, 3, S, S) position maps."""
 
-    def __init__(self, model: UVFaceModel, device: torch.device | str = "cpu", min_yaw_degrees: float = 0.0):
-        frame, topo = model.frame, model.topology
-        canonical = (model.kit.neutral - np.asarray(frame.center)) / frame.scale
-        self.contour = JawContour.build(model.kit, model.region, canonical)
+    def __init__(self, model: UVFaceModel, device: torch.device | str = "cpu"):
+        topo = model.topology
+        self.contour = JawContour.build(model.kit, model.region, model.frame.to_canonical(model.kit.neutral))
         order = np.argsort(topo.ict_vertex_ids)
         ids = self.contour.candidates.ravel()
         rows = order[np.searchsorted(topo.ict_vertex_ids, ids, sorter=order)]
@@ -34,7 +33,6 @@ class JawMarching:
             raise ValueError("a jaw parallel leaves the UV layout's face region")
         self.tap_index = torch.from_numpy(topo.ict_sample_index[rows].astype(np.int64)).to(device)  # (17 * K, 4)
         self.tap_weight = torch.from_numpy(topo.ict_sample_weight[rows].astype(np.float32)).to(device)
-        self.min_yaw = float(np.deg2rad(min_yaw_degrees))
 
     def candidate_points(self, a_full: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 17 * K, 3) canonical positions of the parallels' vertices."""
@@ -60,5 +58,5 @@ class JawMarching:
         b, k = points.shape[0], self.contour.candidates.shape[1]
         chosen = points.reshape(b, 17, k, 3).gather(2, column[:, :, None, None].expand(b, 17, 1, 3))[:, :, 0]
         marched = pose_to_camera(p_h, image_size).transform_points_screen(chosen)[..., :2]
-        away = self.contour.turned_away(yaw, self.min_yaw)[..., None]
+        away = self.contour.turned_away(yaw)[..., None]
         return torch.cat([torch.where(away, marched, fixed[:, JAW]), fixed[:, len(JAW):]], 1)

@@ -41,12 +41,12 @@ import torch
 from tqdm import tqdm
 
 from training import losses
-from training.jaw_marching import JawMarching
 from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.evaluate.metrics import nme_2d
 from training.export.from_store import FOLDED, checkpoint_from_store, freeze_batchnorm
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
+from training.jaw_marching import JawMarching
 from training.photos import LandmarkedPhotos
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 from training.models.pose import pose_to_camera
