@@ -37,9 +37,26 @@ def test_parts_are_scored_against_the_whole_face_box():
 
     result = aflw2000.evaluate(lambda img, box: moved, [sample])
     parts = {part: t["overall"] for part, t in result["nme_2d_by_part"].items()}
-    assert parts == pytest.approx({"jaw": 0.04, "brows": 0, "nose": 0, "eyes": 0, "mouth": 0})
+    assert parts == pytest.approx({"jaw": 0.04, "brows": 0, "nose": 0, "eyes": 0, "mouth": 0,
+                                   "jaw turned away": 0.04, "jaw facing": 0.04})
     assert result["nme_2d"]["overall"] == pytest.approx(0.01)
     assert "| m | 4.00 % / 4.00 % | 0.00 % / 0.00 % |" in aflw2000.markdown({"m": result})
+
+
+def test_jaw_sides_follow_the_depth_of_the_ground_truth():
+    """Only the half of the jaw farther from the camera is moved: it alone scores as turned away,
+    whichever image side it is on."""
+    for far, near in ((range(0, 8), range(9, 17)), (range(9, 17), range(0, 8))):
+        sample = fake_sample("a", 50)
+        sample.landmarks[:17, 2] = 0.0
+        sample.landmarks[far, 2] = 5.0
+        moved = sample.landmarks[:, :2].copy()
+        moved[far, 1] += 8.0
+
+        parts = aflw2000.evaluate(lambda img, box: moved, [sample])["nme_2d_by_part"]
+        assert aflw2000.jaw_sides(sample.landmarks) == {"jaw turned away": far, "jaw facing": near}
+        assert parts["jaw turned away"]["overall"] == pytest.approx(0.08)
+        assert parts["jaw facing"]["overall"] == pytest.approx(0.0)
 
 
 def test_misses_are_counted_not_scored():

@@ -5,23 +5,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.photos import LandmarkedPhotos, crop_around_landmarks, detect_landmarks
+from training.photos import CropJitter, LandmarkedPhotos, crop_around_landmarks, detect_landmarks
 from training.photos.__main__ import main as photos_main
 
 UTKFACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface-aligned-200"
+# The iBUG 300-W scheme's left-right pairs, written out: landmark i of a face is IBUG_MIRROR[i] of its mirror image.
+IBUG_MIRROR = tuple(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
+                    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
+                    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
 
 
-def test_crop_maps_landmarks_with_the_photo():
-    """A bright dot at a landmark lands on that landmark's crop position, jitter or not."""
-    photo = np.zeros((300, 400, 3), np.uint8)
+def dot_centre(channel: np.ndarray) -> np.ndarray:
+    """The brightness-weighted centre (x, y) of a crop channel, pixel centres at +0.5."""
+    rows, cols = np.indices(channel.shape)
+    return np.array([(cols * channel).sum(), (rows * channel).sum()]) / channel.sum() + 0.5
+
+
+@pytest.mark.parametrize("jitter", [CropJitter(), CropJitter(roll_degrees=30.0, mirror=IBUG_MIRROR)],
+                         ids=["scale-shift", "turned-mirrored"])
+def test_crop_maps_landmarks_with_the_photo(jitter):
+    """A bright dot at a landmark lands on that landmark's crop position (its mirror pair's, when the
+    crop is a mirror image), to a fraction of a pixel, jitter or not."""
     landmarks = np.random.default_rng(0).uniform([120, 90], [260, 220], (68, 2))
-    x, y = landmarks[30].astype(int)
-    photo[y - 2:y + 3, x - 2:x + 3] = 255
-    for rng in (None, np.random.default_rng(1)):
-        crop, (x0, y0, side), in_crop = crop_around_landmarks(photo, landmarks + 0.5, 64, 1.6, rng)
-        assert crop.shape == (3, 64, 64) and side > 0
-        peak = np.unravel_index(crop[0].argmax(), crop[0].shape)
-        assert np.abs(np.array(peak[::-1]) + 0.5 - in_crop[30]).max() < 1.5
+    mirrored = 0
+    for seed in range(6):
+        for index in (0, 30, 45):
+            photo = np.zeros((300, 400, 3), np.uint8)
+            x, y = landmarks[index].astype(int)
+            photo[y - 2:y + 3, x - 2:x + 3] = 255
+            rng = np.random.default_rng(seed) if seed else None
+            crop, (x0, y0, side), in_crop = crop_around_landmarks(photo, landmarks.astype(int) + 0.5, 64, 1.6, rng, jitter)
+            assert crop.shape == (3, 64, 64) and side > 0
+            found = [i for i in range(68) if np.abs(dot_centre(crop[0]) - in_crop[i]).max() < 0.25]
+            assert found in ([index], [IBUG_MIRROR[index]])
+            mirrored += found != [index]
+    assert (mirrored > 0) == (jitter.mirror is not None) and (mirrored < 15 if mirrored else True)
+
+
+def test_landmark_mirror_pairs_the_ibug_scheme(uv_models):
+    assert uv_models[128].topology.landmark_mirror() == IBUG_MIRROR
 
 
 def test_cli_finds_utkface_landmarks_and_crops_them(tmp_path):

@@ -166,7 +166,7 @@ def test_stage_three_fine_tunes_both_streams_through_the_renderer(tmp_path, fitt
     assert float(rows[0]["pixel"]) > 0 and float(rows[0]["landmark"]) > 0 and int(rows[-1]["step"]) == 2
     assert "val_profiled_landmark_nme" in rows[0]
     train_main(["finetune", "--out", str(tmp_path / "run" / "finetune"), "--steps", "3", *common, "--no-jaw-marching",
-                "--geometry-from", "unused", "--texture-from", "unused"])
+                "--roll-degrees", "0", "--no-mirror-photos", "--geometry-from", "unused", "--texture-from", "unused"])
     assert torch.load(ckpt, weights_only=False)["step"] == 3
     export_main(["--geometry", str(ckpt), "--texture", str(ckpt), "--root", str(tmp_path / "store"),
                  "--name", "tiny", "--version", "0.0.3"])

@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jaw-marching", action=argparse.BooleanOptionalAction, default=FinetuneSettings.jaw_marching,
                         help="stage 3: L_ali compares the jaw points of the side turned away with the silhouette, as 2D "
                         "annotations mark them (training.jaw_marching); --no-jaw-marching as before 0.4.0")
+    parser.add_argument("--roll-degrees", type=float, default=FinetuneSettings.roll_degrees,
+                        help="stage 3: the photos turned in the image plane by up to this much (0: not at all)")
+    parser.add_argument("--mirror-photos", action=argparse.BooleanOptionalAction, default=FinetuneSettings.mirror_photos,
+                        help="stage 3: half the photos mirrored left-right (--no-mirror-photos as before 0.5.0)")
     parser.add_argument("--workers", type=int, default=0, help="processes making each step's inputs ahead "
                         "(0: inline; on a GPU machine, about the CPU cores)")
     parser.add_argument("--minutes", type=float, help="stop a stage after this much wall time, checkpointing first")
@@ -306,6 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         if None in (geometry_from, texture_from, args.fitted):
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
         settings = FinetuneSettings(profiled_batch_size=args.profiled, jaw_marching=args.jaw_marching,
+                                    roll_degrees=args.roll_degrees, mirror_photos=args.mirror_photos,
                                     **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,

@@ -27,6 +27,10 @@ Adaptations, each for a reason:
 - With ``--profiled N`` the anchor also holds N profiled faces per step (fitted photos turned to
   45-85° of yaw with their own texture, DESIGN.md 4b): the photos stop near 50°. Validation then
   scores profiled held-out photos too, and ``best.pt`` goes by the mean of the two landmark NMEs.
+- The photos are turned in the image plane (up to ``roll_degrees``) and half of them mirrored,
+  landmarks re-paired (``training.photos.CropJitter``): nothing here depends on their fitted pose,
+  the ~1,100 Helen and AFW photos hold few rolled heads, and a mirror image is a new face to the
+  network at no cost (the service's mirror averaging showed its errors are not mirror-symmetric).
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from training.export.from_store import FOLDED, checkpoint_from_store, freeze_bat
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
 from training.jaw_marching import JawMarching
-from training.photos import LandmarkedPhotos
+from training.photos import CropJitter, LandmarkedPhotos
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 from training.models.pose import pose_to_camera
 from training.prefetch import Deadline, step_inputs
@@ -81,6 +85,8 @@ class FinetuneSettings:
     workers: int = 0  # processes making each step's inputs ahead (training.prefetch); 0: inline
     minutes: float | None = None  # stop (checkpointing) after this much wall time
     jaw_marching: bool = True  # L_ali's turned-away jaw points on the silhouette (training.jaw_marching)
+    roll_degrees: float = 20.0  # the photos turned in the image plane, uniform in +-roll_degrees
+    mirror_photos: bool = True  # half the photos mirrored left-right
 
 
 class FaceRenderer:
@@ -222,8 +228,11 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     targets = GeometryTargets(face_model, dev)
     landmarks_uv = targets.landmarks_uv
     marching = JawMarching(face_model, dev) if settings.jaw_marching else None
+    # Stage 3 needs only the photos' pixels and landmarks, so they may turn and mirror (training.photos.CropJitter).
+    jitter = CropJitter(roll_degrees=settings.roll_degrees,
+                        mirror=face_model.topology.landmark_mirror() if settings.mirror_photos else None)
     real = FittedPhotos(fitted, photos, g.image_size)
-    more = LandmarkedPhotos(extra[0], extra[1], g.image_size) if extra else None
+    more = LandmarkedPhotos(extra[0], extra[1], g.image_size, jitter=jitter) if extra else None
     real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
     profiled, profiled_val = None, []
@@ -249,7 +258,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             """Step k's real photos (image, landmarks), synthetic anchor faces and profiled faces (or None)."""
             rng = np.random.default_rng([settings.seed, k, 3])
             n_more = settings.batch_size // 2 if more is not None else 0
-            parts = [real.batch(rng.choice(len(real), settings.batch_size - n_more, replace=False), rng)]
+            parts = [real.photo_batch(rng.choice(len(real), settings.batch_size - n_more, replace=False), rng, jitter)]
             if n_more:
                 parts.append(more.batch(rng.choice(len(more), n_more, replace=False), rng))
             photos_k = (torch.cat([b.image for b in parts]), torch.cat([b.landmarks for b in parts]))

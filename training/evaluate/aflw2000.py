@@ -27,6 +27,18 @@ BINS = ("[0,30)", "[30,60)", "[60,90]")
 # fitted 3D landmarks disagree most, so its share of the NME is reported apart.
 PARTS = {"jaw": range(0, 17), "brows": range(17, 27), "nose": range(27, 36), "eyes": range(36, 48),
          "mouth": range(48, 68)}
+# The jaw's two halves (chin left out) differ in kind once the head turns: the side turned away is
+# hidden, where AFLW2000-3D's points lie on the fitted 3D jaw and 2D annotations on the silhouette.
+JAW_SIDES = ("jaw turned away", "jaw facing")
+
+
+def jaw_sides(landmarks: np.ndarray) -> dict[str, range]:
+    """``JAW_SIDES`` -> the jaw points of each side of a (68, 3) ground truth (z away from the camera):
+    the turned-away half is the one farther from the camera."""
+    image_left, image_right = range(0, 8), range(9, 17)
+    if landmarks[image_left, 2].mean() < landmarks[image_right, 2].mean():
+        image_left, image_right = image_right, image_left
+    return dict(zip(JAW_SIDES, (image_left, image_right)))
 
 
 @dataclass(frozen=True)
@@ -56,9 +68,9 @@ def load_samples(folder: Path, limit: int | None = None) -> list[Sample]:
 
 def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
     """NME (2D, and 3D where the predictor gives z) overall, per yaw bin and the mean of the bins;
-    the 2D NME also per facial part (``PARTS``) and yaw bin."""
+    the 2D NME also per facial part (``PARTS``, then ``JAW_SIDES``) and yaw bin."""
     per_bin: dict[str, list[float]] = {b: [] for b in BINS}
-    per_part: dict[str, dict[str, list[float]]] = {part: {b: [] for b in BINS} for part in PARTS}
+    per_part: dict[str, dict[str, list[float]]] = {part: {b: [] for b in BINS} for part in (*PARTS, *JAW_SIDES)}
     per_bin_3d: dict[str, list[float]] = {b: [] for b in BINS}
     failures = []
     for s in samples:
@@ -68,7 +80,7 @@ def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
             failures.append(f"{s.name}: {error}")
             continue
         per_bin[yaw_bin(s.yaw_degrees)].append(nme_2d(pred, s.landmarks))
-        for part, index in PARTS.items():
+        for part, index in (PARTS | jaw_sides(s.landmarks)).items():
             per_part[part][yaw_bin(s.yaw_degrees)].append(nme_2d(pred[index], s.landmarks[index], s.landmarks))
         if pred.shape[1] == 3:
             per_bin_3d[yaw_bin(s.yaw_degrees)].append(nme_3d(pred, s.landmarks))
@@ -145,13 +157,14 @@ def markdown(results: dict[str, dict]) -> str:
         t, t3 = r["nme_2d"], r["nme_3d"]
         lines.append(f"| {name} | " + " | ".join(pct(t["bins"][b]) for b in BINS)
                      + f" | {pct(t['bin_mean'])} | {pct(t['overall'])} | {pct(t3['overall']) if t3 else '–'} | {len(r['failures'])} |")
+    names = (*PARTS, *JAW_SIDES)
     lines += ["", "2D NME by facial part, [0,30) bin / mean of bins:", "",
-              "| method | " + " | ".join(PARTS) + " |", "| --- |" + " --- |" * len(PARTS)]
+              "| method | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for name, r in results.items():
         parts = r.get("nme_2d_by_part")
-        if parts and all(parts.values()):
+        if parts and all(parts.get(p) for p in names):
             lines.append(f"| {name} | " + " | ".join(f"{pct(parts[p]['bins']['[0,30)'])} / {pct(parts[p]['bin_mean'])}"
-                                                    for p in PARTS) + " |")
+                                                    for p in names) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -65,6 +65,13 @@ class Topology:
     ict_sample_weight: np.ndarray
     ict_triangles: np.ndarray
 
+    def landmark_mirror(self) -> tuple[int, ...]:
+        """The 68 landmarks' left-right pairs: landmark i of a face is landmark ``[i]`` of its mirror
+        image. Read off the layout's symmetry about its centre column (see ``mirror_map``)."""
+        flipped = self.landmarks_uv * (-1.0, 1.0) + (self.size - 1, 0.0)
+        distance = np.linalg.norm(flipped[:, None] - self.landmarks_uv[None], axis=-1)
+        return tuple(int(j) for j in distance.argmin(1))
+
     def to_npz_dict(self) -> dict[str, np.ndarray]:
         """The arrays of ``topology.npz`` (key -> array)."""
         out = {k: v for k, v in vars(self).items() if k not in ("size", "expression_names")}

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from training.photos import crop_around_landmarks
+from training.photos import CropJitter, PhotoBatch, crop_around_landmarks
 
 from .dataset import load_shard
 from .fitter import pose_in_crop, pose_to_p_h
@@ -59,7 +59,7 @@ def load_split(folder: str | Path, split: str) -> tuple[list[dict], Callable[[st
 
 class FittedPhotos:
     def __init__(self, folder: str | Path, photos: str | Path, image_size: int, split: str = "train", crop_scale: float = 1.6,
-                 scale_jitter: tuple[float, float] = (0.85, 1.15), shift_std: float = 0.06):
+                 jitter: CropJitter = CropJitter()):
         keep, gather = load_split(folder, split)
         # The index records the photo path as given to the fit; the photo folder may have moved since.
         self.paths = [Path(photos) / Path(p["image"]).name for p in keep]
@@ -67,7 +67,10 @@ class FittedPhotos:
         self.pose = gather("pose").astype(np.float64)
         self.landmarks = gather("landmarks").astype(np.float64)
         self.image_size, self.crop_scale = image_size, crop_scale
-        self.scale_jitter, self.shift_std = scale_jitter, shift_std
+        if jitter.roll_degrees or jitter.mirror is not None:
+            raise ValueError("a fitted photo's pose and maps do not follow a turn or a mirror image; "
+                             "ask photo_batch() for them, which gives pixels and landmarks only")
+        self.jitter = jitter
         self._images: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -82,7 +85,7 @@ class FittedPhotos:
         """One crop: image (3, H, H) float32, p_h (6,), landmarks (68, 2) in crop pixels."""
         photo = self._photo(i)
         crop, window, landmarks = crop_around_landmarks(photo, self.landmarks[i], self.image_size, self.crop_scale, rng,
-                                                        self.scale_jitter, self.shift_std)
+                                                        self.jitter)
         p_h = pose_to_p_h(pose_in_crop(self.pose[i], photo.shape[:2], window, self.image_size), self.image_size)
         return crop, p_h, landmarks
 
@@ -95,3 +98,12 @@ class FittedPhotos:
             p_h=torch.from_numpy(np.stack([p[1] for p in parts]).astype(np.float32)),
             landmarks=torch.from_numpy(np.stack([p[2] for p in parts]).astype(np.float32)),
         )
+
+    def photo_batch(self, indices, rng: np.random.Generator | None, jitter: CropJitter | None = None) -> PhotoBatch:
+        """Crops and their landmarks only, varied by ``jitter`` (default: the dataset's), which unlike
+        the dataset's own may turn and mirror: nothing here has to follow the pose."""
+        jitter = jitter or self.jitter
+        parts = [crop_around_landmarks(self._photo(int(i)), self.landmarks[int(i)], self.image_size, self.crop_scale,
+                                       rng, jitter) for i in indices]
+        return PhotoBatch(image=torch.from_numpy(np.stack([p[0] for p in parts])),
+                          landmarks=torch.from_numpy(np.stack([p[2] for p in parts]).astype(np.float32)))

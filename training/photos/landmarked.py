@@ -14,26 +14,60 @@ from tqdm import tqdm
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def crop_around_landmarks(photo: np.ndarray, landmarks: np.ndarray, image_size: int, crop_scale: float,
-                          rng: np.random.Generator | None, scale_jitter=(0.85, 1.15), shift_std: float = 0.06):
-    """The service's crop of a face: a square of ``crop_scale`` x the landmark box's longer side, centred
-    on the box, with scale and shift jitter when ``rng`` is given (detector boxes are neither).
+@dataclass(frozen=True)
+class CropJitter:
+    """How a training crop varies from the service's crop of the same face.
 
-    Returns the crop (3, N, N) float32 in [0, 1], its (x0, y0, side) in the photo, and the landmarks
-    (68, 2) in crop pixels.
+    Scale and shift stand in for detector boxes, which are neither centred nor sized as the landmark
+    box. A turn in the image plane and a left-right mirror image add faces the photos lack (more
+    roll, the other side turned away); they change the pose, so only training that needs nothing of
+    the photo but its pixels and landmarks may ask for them.
+    """
+
+    scale: tuple[float, float] = (0.85, 1.15)  # x the side, uniform
+    shift_std: float = 0.06  # x half the side, each axis
+    roll_degrees: float = 0.0  # uniform in [-roll_degrees, roll_degrees]
+    mirror: tuple[int, ...] | None = None  # half the crops mirrored, landmarks re-paired (Topology.landmark_mirror)
+
+
+def crop_around_landmarks(photo: np.ndarray, landmarks: np.ndarray, image_size: int, crop_scale: float,
+                          rng: np.random.Generator | None, jitter: CropJitter = CropJitter()):
+    """The service's crop of a face: a square of ``crop_scale`` x the landmark box's longer side, centred
+    on the box, varied by ``jitter`` when ``rng`` is given.
+
+    Returns the crop (3, N, N) float32 in [0, 1], its (x0, y0, side) in the photo before any turn or
+    mirroring, and the landmarks (68, 2) in crop pixels. Coordinates put pixel (row i, col j)'s centre
+    at (j + 0.5, i + 0.5), in the photo and in the crop.
     """
     lo, hi = landmarks.min(0), landmarks.max(0)
     side = (hi - lo).max() * crop_scale
     centre = (lo + hi) / 2
+    turn, mirrored = 0.0, False
     if rng is not None:
-        side *= rng.uniform(*scale_jitter)
-        centre = centre + rng.normal(0, shift_std, 2) * side / 2
+        side *= rng.uniform(*jitter.scale)
+        centre = centre + rng.normal(0, jitter.shift_std, 2) * side / 2
+        if jitter.roll_degrees:
+            turn = np.deg2rad(rng.uniform(-jitter.roll_degrees, jitter.roll_degrees))
+        if jitter.mirror is not None:
+            mirrored = bool(rng.random() < 0.5)
     x0, y0 = centre - side / 2
     k = image_size / side
-    warp = np.array([[k, 0, -x0 * k], [0, k, -y0 * k]])
-    crop = cv2.warpAffine(photo, warp, (image_size, image_size), flags=cv2.INTER_AREA,
+    warp = np.array([[k, 0, -x0 * k], [0, k, -y0 * k], [0, 0, 1]])  # photo -> crop
+    half = image_size / 2
+    if turn:
+        c, s = np.cos(turn), np.sin(turn)
+        warp = np.array([[c, -s, half - c * half + s * half], [s, c, half - s * half - c * half], [0, 0, 1]]) @ warp
+    if mirrored:
+        warp = np.array([[-1, 0, image_size], [0, 1, 0], [0, 0, 1]]) @ warp
+    # OpenCV puts pixel centres at integers: conjugate by the half-pixel shift.
+    shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    in_indices = (np.linalg.inv(shift) @ warp @ shift)[:2]
+    crop = cv2.warpAffine(photo, in_indices, (image_size, image_size), flags=cv2.INTER_AREA,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return crop.transpose(2, 0, 1).astype(np.float32) / 255.0, (float(x0), float(y0), float(side)), (landmarks - [x0, y0]) * k
+    marks = landmarks @ warp[:2, :2].T + warp[:2, 2]
+    if mirrored:
+        marks = marks[list(jitter.mirror)]
+    return crop.transpose(2, 0, 1).astype(np.float32) / 255.0, (float(x0), float(y0), float(side)), marks
 
 
 def detect_landmarks(folder: str | Path, limit: int | None = None, min_face_px: int = 60) -> tuple[list[str], np.ndarray]:
@@ -74,10 +108,11 @@ class PhotoBatch:
 class LandmarkedPhotos:
     """Photos and their 68 landmarks (a ``python -m training.photos`` npz) as training crops."""
 
-    def __init__(self, landmarks_file: str | Path, photos: str | Path, image_size: int, crop_scale: float = 1.6):
+    def __init__(self, landmarks_file: str | Path, photos: str | Path, image_size: int, crop_scale: float = 1.6,
+                 jitter: CropJitter = CropJitter()):
         with np.load(landmarks_file) as d:
             self.names, self.landmarks = [str(n) for n in d["names"]], d["landmarks"].astype(np.float64)
-        self.folder, self.image_size, self.crop_scale = Path(photos), image_size, crop_scale
+        self.folder, self.image_size, self.crop_scale, self.jitter = Path(photos), image_size, crop_scale, jitter
         self._images: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -89,7 +124,7 @@ class LandmarkedPhotos:
         return self._images[i]
 
     def batch(self, indices, rng: np.random.Generator | None) -> PhotoBatch:
-        parts = [crop_around_landmarks(self._photo(int(i)), self.landmarks[int(i)], self.image_size, self.crop_scale, rng)
-                 for i in indices]
+        parts = [crop_around_landmarks(self._photo(int(i)), self.landmarks[int(i)], self.image_size, self.crop_scale, rng,
+                                       self.jitter) for i in indices]
         return PhotoBatch(image=torch.from_numpy(np.stack([p[0] for p in parts])),
                           landmarks=torch.from_numpy(np.stack([p[2] for p in parts]).astype(np.float32)))
