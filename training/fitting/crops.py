@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from training.photos import CropJitter, PhotoBatch, crop_around_landmarks
+from training.photos import CropJitter, PhotoBatch, crop_around_landmarks, crop_batch
 
 from .dataset import load_shard
 from .fitter import pose_in_crop, pose_to_p_h
@@ -102,8 +102,5 @@ class FittedPhotos:
     def photo_batch(self, indices, rng: np.random.Generator | None, jitter: CropJitter | None = None) -> PhotoBatch:
         """Crops and their landmarks only, varied by ``jitter`` (default: the dataset's), which unlike
         the dataset's own may turn and mirror: nothing here has to follow the pose."""
-        jitter = jitter or self.jitter
-        parts = [crop_around_landmarks(self._photo(int(i)), self.landmarks[int(i)], self.image_size, self.crop_scale,
-                                       rng, jitter) for i in indices]
-        return PhotoBatch(image=torch.from_numpy(np.stack([p[0] for p in parts])),
-                          landmarks=torch.from_numpy(np.stack([p[2] for p in parts]).astype(np.float32)))
+        return crop_batch([(self._photo(int(i)), self.landmarks[int(i)]) for i in indices], self.image_size,
+                          self.crop_scale, rng, jitter or self.jitter)

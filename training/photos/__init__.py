@@ -7,6 +7,6 @@ where faces are near-frontal, and UTKFace's aligned crops are. Photos where dlib
 finds one too small, are left out.
 """
 
-from .landmarked import CropJitter, LandmarkedPhotos, PhotoBatch, crop_around_landmarks, detect_landmarks
+from .landmarked import CropJitter, LandmarkedPhotos, PhotoBatch, crop_around_landmarks, crop_batch, detect_landmarks
 
-__all__ = ["CropJitter", "LandmarkedPhotos", "PhotoBatch", "crop_around_landmarks", "detect_landmarks"]
+__all__ = ["CropJitter", "LandmarkedPhotos", "PhotoBatch", "crop_around_landmarks", "crop_batch", "detect_landmarks"]

@@ -124,7 +124,13 @@ class LandmarkedPhotos:
         return self._images[i]
 
     def batch(self, indices, rng: np.random.Generator | None) -> PhotoBatch:
-        parts = [crop_around_landmarks(self._photo(int(i)), self.landmarks[int(i)], self.image_size, self.crop_scale, rng,
-                                       self.jitter) for i in indices]
-        return PhotoBatch(image=torch.from_numpy(np.stack([p[0] for p in parts])),
-                          landmarks=torch.from_numpy(np.stack([p[2] for p in parts]).astype(np.float32)))
+        return crop_batch([(self._photo(int(i)), self.landmarks[int(i)]) for i in indices], self.image_size,
+                          self.crop_scale, rng, self.jitter)
+
+
+def crop_batch(faces, image_size: int, crop_scale: float, rng: np.random.Generator | None,
+               jitter: CropJitter) -> PhotoBatch:
+    """``crop_around_landmarks`` over (photo, landmarks (68, 2)) pairs, stacked."""
+    parts = [crop_around_landmarks(photo, marks, image_size, crop_scale, rng, jitter) for photo, marks in faces]
+    return PhotoBatch(image=torch.from_numpy(np.stack([p[0] for p in parts])),
+                      landmarks=torch.from_numpy(np.stack([p[2] for p in parts]).astype(np.float32)))
