@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.engine.mirror import MIRROR_68
 from training.photos import CropJitter, LandmarkedPhotos, crop_around_landmarks, detect_landmarks
 from training.photos.__main__ import main as photos_main
 
 UTKFACE = Path(__file__).resolve().parents[2] / "shared" / "data" / "utkface-aligned-200"
-# The iBUG 300-W scheme's left-right pairs, written out: landmark i of a face is IBUG_MIRROR[i] of its mirror image.
-IBUG_MIRROR = tuple(list(range(16, -1, -1)) + list(range(26, 16, -1)) + [27, 28, 29, 30, 35, 34, 33, 32, 31]
-                    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-                    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65])
+# The iBUG 300-W scheme's left-right pairs as the service writes them out: landmark i of a face is
+# IBUG_MIRROR[i] of its mirror image.
+IBUG_MIRROR = tuple(int(i) for i in MIRROR_68)
 
 
 def dot_centre(channel: np.ndarray) -> np.ndarray:

@@ -113,9 +113,11 @@ class FaceRenderer:
 
 
 def reconstruct(geometry: GeometryStream, texture: TextureStream, renderer: FaceRenderer, image: torch.Tensor,
-                landmarks_uv: torch.Tensor):
+                landmarks_uv: torch.Tensor, marching: JawMarching | None = None):
     """Both streams on (B, 3, H, H) photos and the shaded render. Returns (geometry output, albedo
-    (B, 3, S, S), render output, projected landmarks (B, 68, 2))."""
+    (B, 3, S, S), render output, projected landmarks (B, 68, 2)); with ``marching`` the landmarks are
+    those an annotator would mark (the texture stream's heatmaps stay on the fixed points, as the
+    service's)."""
     size = image.shape[-1]
     geo = geometry(image)
     a_full = geo.a_full
@@ -127,6 +129,8 @@ def reconstruct(geometry: GeometryStream, texture: TextureStream, renderer: Face
                            uv_grid=uv_grid_from_geometry(a_full, geo.p_h, size), uv_visibility=visible[:, None].float())
     albedo, _, _ = texture(*inputs.as_args())
     _, shaded = renderer.render(a_full, geo.p_h, albedo, geo.p_l)
+    if marching is not None:
+        marks = marching.landmarks(a_full, geo.p_h, marks, size)
     return geo, albedo, shaded, marks
 
 
@@ -148,11 +152,9 @@ def validate_finetune(geometry, texture, renderer, real: FittedPhotos, landmarks
     geometry.eval(), texture.eval()
     nmes, errors = [], []
     for start in range(0, len(real), batch_size):
-        batch = real.batch(range(start, min(start + batch_size, len(real))), None)
+        batch = real.photo_batch(range(start, min(start + batch_size, len(real))), None)
         image, landmarks = batch.image.to(device), batch.landmarks.to(device)
-        geo, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
-        if marching is not None:
-            marks = marching.landmarks(geo.a_full, geo.p_h, marks, image.shape[-1])
+        _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv, marching)
         nmes += [nme_2d(p, g) for p, g in zip(marks.cpu().numpy(), landmarks.cpu().numpy())]
         diff = (shaded.image_nchw() - image).abs().mean(1)
         errors += [float(d[m].mean()) for d, m in zip(diff, shaded.mask) if m.any()]
@@ -267,9 +269,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
 
         for step, ((image, landmarks), synthetic, turned) in step_inputs(make, step, settings.steps, settings.workers):
             image, landmarks = image.to(dev), landmarks.to(dev)
-            geo, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv)
-            if marching is not None:
-                marks = marching.landmarks(geo.a_full, geo.p_h, marks, image.shape[-1])
+            _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv, marching)
             terms = finetune_loss(image, landmarks, shaded, marks, weights)
             synthetic = to_device(synthetic, dev)
             terms["anchor"] = geometry_loss(geometry(synthetic.image), synthetic, targets, anchor_weights)["total"]

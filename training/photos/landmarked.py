@@ -54,9 +54,8 @@ def crop_around_landmarks(photo: np.ndarray, landmarks: np.ndarray, image_size: 
     k = image_size / side
     warp = np.array([[k, 0, -x0 * k], [0, k, -y0 * k], [0, 0, 1]])  # photo -> crop
     half = image_size / 2
-    if turn:
-        c, s = np.cos(turn), np.sin(turn)
-        warp = np.array([[c, -s, half - c * half + s * half], [s, c, half - s * half - c * half], [0, 0, 1]]) @ warp
+    if turn:  # about the crop's centre
+        warp = np.vstack([cv2.getRotationMatrix2D((half, half), -np.rad2deg(turn), 1.0), [0, 0, 1]]) @ warp
     if mirrored:
         warp = np.array([[-1, 0, image_size], [0, 1, 0], [0, 0, 1]]) @ warp
     # OpenCV puts pixel centres at integers: conjugate by the half-pixel shift.
