@@ -89,7 +89,8 @@ class Face(BaseModel):
     detector: str
     landmarks68: list[tuple[float, float, float]] = Field(
         description="68 iBUG landmarks [x, y, z] in input pixels; z in the same scale, positive away from "
-                    "the camera, relative to the head origin")
+                    "the camera, relative to the head origin. Fixed points of the reconstructed face, as "
+                    "AFLW2000-3D's: a jaw point of the side turned away stays on the hidden jaw, not on the silhouette")
     pose: Pose
     blendshapes: dict[str, float] | None = Field(
         description="weights in [0, 1] keyed by the model's expression names, or by index when it has none")

@@ -261,6 +261,17 @@ def test_profiled_faces_turn_fitted_photos_towards_the_side_they_show(fitted, uv
     assert (filled[2:6, 2:6] == 200).all() and (filled[0, 0] == 200).all() and (filled[1, 1] == 200).all()
 
 
+def test_cosine_learning_rate_falls_from_lr_to_zero_over_the_steps():
+    from training.train_finetune import FinetuneSettings, learning_rate
+
+    cosine = FinetuneSettings(steps=100, lr=1e-4, lr_schedule="cosine")
+    assert [learning_rate(cosine, k) for k in (0, 50, 100, 150)] == pytest.approx([1e-4, 5e-5, 0, 0], abs=1e-12)
+    assert learning_rate(cosine, 25) > learning_rate(cosine, 26)
+    assert learning_rate(FinetuneSettings(steps=100, lr=1e-4), 99) == 1e-4
+    with pytest.raises(ValueError, match="schedule"):
+        learning_rate(FinetuneSettings(lr_schedule="step"), 0)
+
+
 def test_stage_three_starts_from_a_model_store(tmp_path, fitted):
     """A shipped model, read back from its ONNX graphs (BatchNorm folded), fine-tunes with BatchNorm
     frozen, and a resumed run keeps it frozen."""
@@ -279,7 +290,7 @@ def test_stage_three_starts_from_a_model_store(tmp_path, fitted):
     run = tmp_path / "run"
     common = ["--config", "tiny", "--batch-size", "2", "--albedo", str(albedo), "--fitted", str(fitted),
               "--photos", str(PHOTOS), "--validate-every", "5", "--out", str(run),
-              "--geometry-from", str(folder), "--texture-from", str(folder)]
+              "--geometry-from", str(folder), "--texture-from", str(folder), "--lr-schedule", "cosine"]
     train_main(["finetune", "--steps", "1", *common])
     imported = checkpoint_from_store(folder)["geometry_model"]
     state = torch.load(run / "checkpoint.pt", weights_only=False)
@@ -291,4 +302,5 @@ def test_stage_three_starts_from_a_model_store(tmp_path, fitted):
     train_main(["finetune", "--steps", "2", *common])
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 2 and state["batchnorm"] == "folded" and state["started_from"] == "tiny 0.0.4"
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-5)  # step 1 of 2 on the cosine: half of 5e-5
     assert all(torch.equal(state["geometry_model"][k], imported[k]) for k in stats)

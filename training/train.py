@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stage-steps", default="3000,3000,1000", help="`all`: steps of the three stages, comma-separated")
     parser.add_argument("--batch-size", type=int, default=StageSettings.batch_size)
     parser.add_argument("--lr", type=float, help="default: the paper's 2e-4, 1e-4, 5e-5 by stage")
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=FinetuneSettings.lr_schedule,
+                        help="stage 3: constant (the paper's), or cosine from --lr to 0 over --steps")
     parser.add_argument("--seed", type=int, default=StageSettings.seed)
     parser.add_argument("--checkpoint-every", type=int)
     parser.add_argument("--validate-every", type=int)
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
         settings = FinetuneSettings(profiled_batch_size=args.profiled, jaw_marching=args.jaw_marching,
                                     roll_degrees=args.roll_degrees, mirror_photos=args.mirror_photos,
+                                    lr_schedule=args.lr_schedule,
                                     **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,

@@ -31,11 +31,15 @@ Adaptations, each for a reason:
   landmarks re-paired (``training.photos.CropJitter``): nothing here depends on their fitted pose,
   the ~1,100 Helen and AFW photos hold few rolled heads, and a mirror image is a new face to the
   network at no cost (the service's mirror averaging showed its errors are not mirror-symmetric).
+- ``--lr-schedule cosine`` decays the learning rate to 0 over ``--steps`` (a function of the step,
+  so a resumed run continues the same curve): a fine-tune from a shipped model ends on a settled
+  average instead of wherever the last constant-rate step left it. The paper's constant rate is the default.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +82,7 @@ class FinetuneSettings:
     profiled_batch_size: int = 0  # profiled fitted photos (training.synth.profiling) per step, in the anchor term
     background_patches: int = BACKGROUND_PATCHES  # photo patches behind the profiled faces
     lr: float = 5e-5
+    lr_schedule: str = "constant"  # or "cosine": from lr to 0 over `steps` (learning_rate())
     seed: int = 0
     log_every: int = 25
     checkpoint_every: int = 100
@@ -87,6 +92,15 @@ class FinetuneSettings:
     jaw_marching: bool = True  # L_ali's turned-away jaw points on the silhouette (training.jaw_marching)
     roll_degrees: float = 20.0  # the photos turned in the image plane, uniform in +-roll_degrees
     mirror_photos: bool = True  # half the photos mirrored left-right
+
+
+def learning_rate(settings: FinetuneSettings, step: int) -> float:
+    """The learning rate of step ``step`` (0-based)."""
+    if settings.lr_schedule == "constant":
+        return settings.lr
+    if settings.lr_schedule == "cosine":
+        return settings.lr * 0.5 * (1 + math.cos(math.pi * min(step / settings.steps, 1.0)))
+    raise ValueError(f"unknown learning-rate schedule {settings.lr_schedule!r}")
 
 
 class FaceRenderer:
@@ -279,6 +293,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(settings, step)
             opt.step()
             step += 1
             bar.update(1)

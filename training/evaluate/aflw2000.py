@@ -85,17 +85,19 @@ def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
         if pred.shape[1] == 3:
             per_bin_3d[yaw_bin(s.yaw_degrees)].append(nme_3d(pred, s.landmarks))
 
-    def table(groups):
-        scored = [v for vs in groups.values() for v in vs]
-        if not scored:
-            return None
-        bins = {b: (float(np.mean(v)) if v else None) for b, v in groups.items()}
-        filled = [v for v in bins.values() if v is not None]
-        return {"overall": float(np.mean(scored)), "bins": bins, "bin_mean": float(np.mean(filled)),
-                "n": {b: len(v) for b, v in groups.items()}}
+    return {"nme_2d": nme_table(per_bin), "nme_3d": nme_table(per_bin_3d), "failures": failures,
+            "nme_2d_by_part": {part: nme_table(groups) for part, groups in per_part.items()}}
 
-    return {"nme_2d": table(per_bin), "nme_3d": table(per_bin_3d), "failures": failures,
-            "nme_2d_by_part": {part: table(groups) for part, groups in per_part.items()}}
+
+def nme_table(groups: dict[str, list[float]]) -> dict | None:
+    """Per-sample NMEs grouped by yaw bin -> overall, per bin, the mean of the bins and counts (None: nothing scored)."""
+    scored = [v for vs in groups.values() for v in vs]
+    if not scored:
+        return None
+    bins = {b: (float(np.mean(v)) if v else None) for b, v in groups.items()}
+    filled = [v for v in bins.values() if v is not None]
+    return {"overall": float(np.mean(scored)), "bins": bins, "bin_mean": float(np.mean(filled)),
+            "n": {b: len(v) for b, v in groups.items()}}
 
 
 def mean_face_predictor(mean_landmarks: np.ndarray) -> Predictor:
