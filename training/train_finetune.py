@@ -32,8 +32,9 @@ Adaptations, each for a reason:
   the ~1,100 Helen and AFW photos hold few rolled heads, and a mirror image is a new face to the
   network at no cost (the service's mirror averaging showed its errors are not mirror-symmetric).
 - ``--lr-schedule cosine`` decays the learning rate to 0 over ``--steps`` (a function of the step,
-  so a resumed run continues the same curve): a fine-tune from a shipped model ends on a settled
-  average instead of wherever the last constant-rate step left it. The paper's constant rate is the default.
+  so a resumed run continues the same curve): a fine-tune from a shipped model ends with small steps
+  instead of the full rate's step-to-step noise (0.6.0's held-out real NME went from 3.4-4.2 % early
+  in the run to 3.2 % at its end). The paper's constant rate is the default.
 """
 
 from __future__ import annotations
