@@ -35,7 +35,7 @@ from service.engine.mirror import MIRROR_68
 from service.settings import Settings
 from training.evaluate import aflw2000
 from training.evaluate.inprocess import InProcessModel
-from training.evaluate.metrics import box_size, yaw_bin
+from training.evaluate.metrics import box_size, nme_2d, yaw_bin
 from training.export.store import REPO_ROOT, write_model_store
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "eval" / "aflw2000-dev"
@@ -84,11 +84,10 @@ def read_landmarks(a_full: torch.Tensor, to_photo: torch.Tensor, landmarks_uv: t
 
 
 def landmark_nmes(obs: Observations, landmarks_uv: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """(n,) 2D NME of the photos ``index`` (``metrics.nme_2d``) with the landmarks read at ``landmarks_uv``."""
+    """(n,) ``metrics.nme_2d`` of the photos ``index`` with the landmarks read at ``landmarks_uv``."""
     with torch.no_grad():
         pred = project(obs, torch.from_numpy(np.asarray(landmarks_uv, np.float64)), index).numpy()
-    truth = obs.truth[index]
-    return np.linalg.norm(pred - truth, axis=-1).mean(-1) / np.array([box_size(t) for t in truth])
+    return np.array([nme_2d(p, t) for p, t in zip(pred, obs.truth[index])])
 
 
 def mirror_uv(landmarks_uv: torch.Tensor, size: int) -> torch.Tensor:
@@ -186,9 +185,9 @@ def write_calibrated_store(source: Path, root: Path, version: str, landmarks_uv:
         evaluation={**kept, "landmark_calibration": record}, overwrite=overwrite)
 
 
-def pct(table: dict) -> str:
-    bins = " / ".join("–" if v is None else f"{100 * v:.2f}" for v in table["bins"].values())
-    return f"{bins} %, mean of bins {100 * table['bin_mean']:.2f} %, overall {100 * table['overall']:.2f} %"
+def summary(table: dict) -> str:
+    bins = " / ".join(aflw2000.pct(v) for v in table["bins"].values())
+    return f"{bins}, mean of bins {aflw2000.pct(table['bin_mean'])}, overall {aflw2000.pct(table['overall'])}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -217,9 +216,9 @@ def main(argv: list[str] | None = None) -> None:
               "shift_uv_texels": {"mean": float(shift.mean()), "max": float(shift.max())}}
     folder = write_calibrated_store(args.model, args.root, args.version, fitted, record, args.overwrite)
     print(f"{model.label} on {len(obs)} photos of {args.data}:")
-    print(f"  as stored:                        {pct(report['as_stored'])}")
-    print(f"  calibrated, {args.folds}-fold held out: {pct(report['calibrated_held_out'])}")
-    print(f"  calibrated on all (in-sample):    {pct(record['calibrated_in_sample'])}")
+    print(f"  as stored:                        {summary(report['as_stored'])}")
+    print(f"  calibrated, {args.folds}-fold held out: {summary(report['calibrated_held_out'])}")
+    print(f"  calibrated on all (in-sample):    {summary(record['calibrated_in_sample'])}")
     print(f"  UV shift: mean {shift.mean():.2f}, max {shift.max():.2f} texels; wrote {folder}")
 
 
