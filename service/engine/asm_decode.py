@@ -46,8 +46,7 @@ def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
     camera = Camera.from_pose(outputs["p_h"], crop.size, pose_fields)
     screen = camera.project(vid + vexp)
 
-    landmarks_canonical = sample_bilinear(a_full, topo.landmarks_uv)
-    lm_screen = camera.project(landmarks_canonical)
+    lm_screen = project_landmarks(a_full, camera, topo)
     # Crop pixels -> photo pixels; depth: canonical units -> the same pixels as x and y.
     pixels_per_canonical = crop.size / 2.0 * camera.scale * crop.step
     landmarks_photo = np.concatenate([crop.to_photo(lm_screen[:, :2]), lm_screen[:, 2:] * pixels_per_canonical], 1)
@@ -64,6 +63,11 @@ def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
         pixels_per_metre=pixels_per_canonical / metres_per_canonical,
         lighting=outputs["p_l"].reshape(9, 3).astype(np.float64),
     )
+
+
+def project_landmarks(a_full: np.ndarray, camera: Camera, topo: MeshTopology) -> np.ndarray:
+    """(3, S, S) canonical A -> (68, 3): the landmarks in crop pixels and canonical depth."""
+    return camera.project(sample_bilinear(a_full, topo.landmarks_uv))
 
 
 def fit_blendshapes(vertices_exp: np.ndarray, topo: MeshTopology) -> np.ndarray | None:

@@ -28,6 +28,7 @@ from .detect import Face, FaceDetector, LandmarkPredictor, dlib_model_path
 from .export import MEDIA_TYPES, export_glb, export_json, export_obj_zip
 from .fuse import fuse_mesh
 from .mirror import require_mirror_ready, run_geometry
+from .recrop import recrop
 from .runtime import GEOMETRY_OUTPUTS, Model
 from .texture import compose_texture
 from .topology import MeshTopology
@@ -136,6 +137,11 @@ class Engine:
             dlib_landmarks = [self.landmarks(photo, f.box) if self.landmarks else None for f in faces]
         with timer("geometry"):
             outputs = run_geometry(self.geometry, np.stack([c.image for c in crops]), self.settings.mirror_average)
+        if options.box is None and self.settings.recrop_detected:
+            with timer("recrop"):
+                crops = recrop(photo, [f.box for f in faces], crops, outputs, self.topology, self.settings.crop_scale,
+                               self.pose_fields)
+                outputs = run_geometry(self.geometry, np.stack([c.image for c in crops]), self.settings.mirror_average)
         with timer("decode_asm"):
             geos = [decode_asm({k: out[i] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology,
                                self.pose_fields) for i, crop in enumerate(crops)]

@@ -137,12 +137,16 @@ def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = 
 
         for mirror in (False, True):  # the service's default, and with FACERECON_MIRROR_AVERAGE
             model = InProcessModel(model_dir, Settings(mirror_average=mirror))
-            label = f"{model.label}, in-process{suffix}" + (", mirror-averaged" if mirror else "")
+            recropped = ", recropped" if detector and model.settings.recrop_detected else ""
+            label = f"{model.label}, in-process{suffix}{recropped}" + (", mirror-averaged" if mirror else "")
             results[label] = aflw2000.evaluate(model.landmark_predictor(detector), samples)
     if url:
         results["service" + suffix] = aflw2000.evaluate(aflw2000.service_predictor(url, detector), samples)
-    header = (f"{len(samples)} images from `{data}`; boxes from the ground-truth landmarks (3DDFA protocol); "
-              f"NME normalised by sqrt(w·h) of the ground-truth box. Machine: {machine()}.")
+    boxes = ("the model's rows: the service's own detection (largest face; photos without one are counted as "
+             "failures, not scored), the baselines' from the ground-truth landmarks" if detector
+             else "boxes from the ground-truth landmarks (3DDFA protocol)")
+    header = (f"{len(samples)} images from `{data}`; {boxes}; NME normalised by sqrt(w·h) of the ground-truth box. "
+              f"Machine: {machine()}.")
     aflw2000.write_report(results, out, header)
     return (out / "aflw2000.md").read_text()
 

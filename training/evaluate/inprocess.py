@@ -1,10 +1,11 @@
 """A model store run in this process through the service's own stages, no server needed.
 
 The stages are the ones ``service.engine.pipeline.Engine.reconstruct`` chains (detect or the caller's
-box -> align -> geometry.onnx, mirror-averaged when the settings say so -> ASM decode -> unwrap ->
-texture.onnx), called directly so that the evaluation sees exactly what the service computes, plus
-what the service does not return: both texture outputs (``albedo`` and the linear ``linear_albedo`` from p_t) and the geometry in the
-service's own types (``FaceGeometry``: camera, crop, vertices, lighting).
+box -> align -> geometry.onnx, mirror-averaged when the settings say so, and again on a recrop for a
+detected face -> ASM decode -> unwrap -> texture.onnx), called directly so that the evaluation sees
+exactly what the service computes, plus what the service does not return: both texture outputs
+(``albedo`` and the linear ``linear_albedo`` from p_t) and the geometry in the service's own types
+(``FaceGeometry``: camera, crop, vertices, lighting).
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from service.engine.align import crop_face
 from service.engine.asm_decode import FaceGeometry, decode_asm
 from service.engine.detect import FaceDetector
 from service.engine.mirror import require_mirror_ready, run_geometry
+from service.engine.recrop import Box, recrop
 from service.engine.runtime import GEOMETRY_OUTPUTS, Model
 from service.engine.topology import MeshTopology
 from service.engine.unwrap import Unwrap, heatmaps, unwrap
 from service.settings import Settings
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,6 @@ class Reconstruction:
     unwrapped: Unwrap
     albedo: np.ndarray  # the texture stream's output
     linear_albedo: np.ndarray | None  # the albedo model at p_t; None if the graph lacks that output
-
-
-def landmark_box(landmarks: np.ndarray) -> Box:
-    """The 2D bounding box of (68, 2+) landmarks: the face box of the 3DDFA protocol."""
-    lo, hi = landmarks[:, :2].min(0), landmarks[:, :2].max(0)
-    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
 class InProcessModel:
@@ -78,7 +72,8 @@ class InProcessModel:
         return faces[0].box, faces[0].detector
 
     def geometry(self, photo: np.ndarray, box: Box | None = None) -> tuple[Box, str, list[np.ndarray], FaceGeometry]:
-        """Locate, crop, run geometry.onnx and decode: (box, where it came from, the graph's outputs, geometry).
+        """Locate, crop, run geometry.onnx (for a detected face twice, the second time on the recrop the
+        settings ask for) and decode: (box, where it came from, the graph's outputs, geometry).
 
         ``photo``: (H, W, 3) uint8 RGB; ``box``: (x0, y0, x1, y1) or None to detect. Faces below the
         service's ``min_face_px`` raise LookupError, as the service refuses them (422).
@@ -93,6 +88,9 @@ class InProcessModel:
             raise LookupError(f"face box side {side:.0f} px is below the service's minimum {self.settings.min_face_px}")
         crop = crop_face(photo, box, self.model.store.input_size, self.settings.crop_scale)
         outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
+        if box_from != "landmarks" and self.settings.recrop_detected:
+            (crop,) = recrop(photo, [box], [crop], outputs, self.topology, self.settings.crop_scale, self.pose_fields)
+            outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
         geo = decode_asm({k: out[0] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology, self.pose_fields)
         return tuple(float(v) for v in box), box_from, outputs, geo
 

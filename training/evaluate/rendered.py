@@ -32,10 +32,11 @@ from service.engine.align import crop_face
 from service.engine.asm_decode import FaceGeometry
 from service.engine.decode import decode_image
 from service.engine.detect import dlib_model_path
+from service.engine.recrop import Box, landmark_box
 from service.engine.topology import MeshTopology
 from training.render import RenderSettings, TexturesUV, WeakPerspectiveCamera, render_mesh
 
-from .inprocess import Box, InProcessModel, Reconstruction, landmark_box
+from .inprocess import InProcessModel, Reconstruction
 from .metrics import cosine_similarity, photometric_error
 
 STREAM, LINEAR, FLAT = "albedo × shading", "linear albedo (p_t) × shading", "flat mean colour (reference)"
