@@ -89,6 +89,25 @@ def test_cli_baselines_on_real_images(tmp_path):
     assert 0 < dlib_nme < results["mean face in the box"]["nme_2d"]["overall"]
 
 
+def test_cli_scores_the_services_own_detection_with_its_recrop(tmp_path, tiny_model):
+    """``--detector``: the model's rows come from the service's detector and recrop (their labels say so,
+    and the header), every photo is either scored or counted as a miss."""
+    if not DATA.is_dir():
+        pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
+    pytest.importorskip("dlib")
+    import json
+
+    from training.evaluate.__main__ import main
+
+    main(["aflw2000", "--data", str(DATA), "--limit", "4", "--model", str(tiny_model), "--detector", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "aflw2000.json").read_text())
+    label = "tiny 0.0.1, in-process (own detection), recropped"
+    assert {label, label + ", mirror-averaged"} <= set(results)
+    scored = results[label]["nme_2d"]
+    assert (sum(scored["n"].values()) if scored else 0) + len(results[label]["failures"]) == 4
+    assert "the service's own detection" in (tmp_path / "aflw2000.md").read_text()
+
+
 def test_ground_truth_depth_follows_the_service_convention():
     """The service's z grows away from the camera; pt3d_68's grows towards it, so the loader flips it:
     on a near-frontal face the nose tip is then the nearest landmark, the jaw's ends the farthest."""
