@@ -39,7 +39,9 @@ class Options(BaseModel):
     texture: TextureKind = TextureKind.albedo
     faces: FaceSelection = FaceSelection.largest
     box: tuple[float, float, float, float] | None = Field(
-        None, description="x0,y0,x1,y1 in input pixels (after EXIF orientation); skips detection")
+        None, description="x0,y0,x1,y1 in input pixels (after EXIF orientation); skips detection and is used "
+                          "as given, without the recrop a detected face gets: the face's 68-landmark bounding box "
+                          "suits it best (the crop is crop_scale x its longer side)")
     texture_size: int | None = Field(None, ge=16, description="side of the square texture; server default if absent")
     mesh: MeshKind = MeshKind.full
 
