@@ -118,3 +118,31 @@ def test_ground_truth_depth_follows_the_service_convention():
     for s in samples:
         z = s.landmarks[:, 2]
         assert z[30] < np.median(z) < max(z[0], z[16])
+
+
+def test_box_offset_of_known_boxes():
+    from training.evaluate.boxes import box_offset
+
+    truth = (10.0, 20.0, 110.0, 100.0)  # longer side 100, centre (60, 60)
+    assert box_offset(truth, truth) == (1.0, 0.0, 0.0)
+    # 20 % larger, centre 10 px higher and 5 px to the left
+    assert box_offset((-5.0, -10.0, 115.0, 110.0), truth) == pytest.approx((1.2, -0.1, -0.05))
+
+
+def test_cli_boxes_scores_both_boxes_with_and_without_the_recrop(tmp_path, tiny_model):
+    if not DATA.is_dir():
+        pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
+    pytest.importorskip("dlib")
+    import json
+
+    from training.evaluate.__main__ import main
+
+    main(["boxes", "--model", str(tiny_model), "--data", str(DATA), "--limit", "4", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "boxes.json").read_text())
+    assert set(result["nme"]) == {f"{box}, {passes}" for box in ("ground truth's landmark box", "service's detector box")
+                                  for passes in ("one pass", "recropped")}
+    given = result["nme"]["ground truth's landmark box, one pass"]
+    assert sum(given["nme_2d"]["n"].values()) == 4 and not given["failures"]
+    found = sum(group["n"] for group in result["detector_offsets"].values())
+    assert found + len(result["nme"]["service's detector box, one pass"]["failures"]) == 4
+    assert "side ratio" in (tmp_path / "boxes.md").read_text()

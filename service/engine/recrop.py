@@ -1,17 +1,15 @@
 """Stage ``recrop``: for a detected face, a second geometry pass on a crop around the first pass's landmarks.
 
 The network learnt on crops of ``crop_scale`` x the 68-landmark box (``training.photos``), which is
-not the box dlib's detector draws. On the AFLW2000-3D dev photos dlib finds (measured once), its box
-has about the landmark box's size (median ratio 1.01) but sits higher (its centre 7 % of the side
-above, at the median) and, for a turned head, off to one side (24 % of the side at the median for
-yaw >= 30°, 8 % below), so the first pass sees the face off centre, the more so the more the head is
-turned. Its landmarks, rough as they may be, give the box the network knows, and the second pass on
-that crop is what the service returns. On AFLW2000-3D dev with the service's own detection (153 of
-the 200 photos found), 0.7.0's NME fell from 8.96 to 6.40 % (mean of the yaw bins) and from 4.96 to
-4.28 % overall (``python -m training.evaluate aflw2000 --detector``, with
-``FACERECON_RECROP_DETECTED`` false and true). A caller's box is taken to be that landmark box
-already (the evaluation protocol's) and is not recropped: there a second pass only adds the first
-pass's error (0.6.0 on the ground truth's boxes, a one-off check: 7.22 → 8.65 %).
+not the box dlib's detector draws. On the AFLW2000-3D dev photos dlib finds, its box has about the
+landmark box's size (median ratio 1.01 below 30° of yaw) but sits higher (its centre 6 % of the side
+above at the median; 14 % for yaw >= 30°) and, for a turned head, off to one side (8 % below 30°,
+24 % above), so the first pass sees the face off centre, the more so the more the head is turned.
+Its landmarks, rough as they may be, give the box the network knows, and the second pass on that
+crop is what the service returns: 0.7.0's NME on those photos fell from 8.96 to 6.40 % (mean of the
+yaw bins) and from 4.96 to 4.28 % overall. A caller's box is taken to be the landmark box already
+(the evaluation protocol's) and is not recropped: from the ground truth's box a second pass only
+adds the first pass's error (6.99 → 8.45 %). All of it: ``python -m training.evaluate boxes --model …``.
 """
 
 from __future__ import annotations

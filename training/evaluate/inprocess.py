@@ -71,12 +71,14 @@ class InProcessModel:
             raise LookupError(f"no face found in the {photo.shape[1]}x{photo.shape[0]} image")
         return faces[0].box, faces[0].detector
 
-    def geometry(self, photo: np.ndarray, box: Box | None = None) -> tuple[Box, str, list[np.ndarray], FaceGeometry]:
+    def geometry(self, photo: np.ndarray, box: Box | None = None,
+                 recrop_box: bool | None = None) -> tuple[Box, str, list[np.ndarray], FaceGeometry]:
         """Locate, crop, run geometry.onnx (for a detected face twice, the second time on the recrop the
         settings ask for) and decode: (box, where it came from, the graph's outputs, geometry).
 
-        ``photo``: (H, W, 3) uint8 RGB; ``box``: (x0, y0, x1, y1) or None to detect. Faces below the
-        service's ``min_face_px`` raise LookupError, as the service refuses them (422).
+        ``photo``: (H, W, 3) uint8 RGB; ``box``: (x0, y0, x1, y1) or None to detect; ``recrop_box``:
+        None recrops as the service does, True or False overrides it (``training.evaluate.boxes``).
+        Faces below the service's ``min_face_px`` raise LookupError, as the service refuses them (422).
         """
         if box is None:
             box, box_from = self.detect(photo)
@@ -88,7 +90,9 @@ class InProcessModel:
             raise LookupError(f"face box side {side:.0f} px is below the service's minimum {self.settings.min_face_px}")
         crop = crop_face(photo, box, self.model.store.input_size, self.settings.crop_scale)
         outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
-        if box_from != "landmarks" and self.settings.recrop_detected:
+        if recrop_box is None:
+            recrop_box = box_from != "landmarks" and self.settings.recrop_detected
+        if recrop_box:
             (crop,) = recrop(photo, [box], [crop], outputs, self.topology, self.settings.crop_scale, self.pose_fields)
             outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
         geo = decode_asm({k: out[0] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology, self.pose_fields)
@@ -111,10 +115,11 @@ class InProcessModel:
         return Reconstruction(box=box, box_from=box_from, geometry=geo, unwrapped=unwrapped,
                               albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
 
-    def landmark_predictor(self, use_detector: bool = False):
-        """An ``aflw2000.Predictor``: (68, 3) landmarks in photo pixels, as the service's JSON gives them."""
+    def landmark_predictor(self, use_detector: bool = False, recrop_box: bool | None = None):
+        """An ``aflw2000.Predictor``: (68, 3) landmarks in photo pixels, as the service's JSON gives them
+        (``recrop_box`` as for :meth:`geometry`)."""
 
         def predict(image, box):
-            return self.geometry(image, None if use_detector else box)[3].landmarks_photo
+            return self.geometry(image, None if use_detector else box, recrop_box)[3].landmarks_photo
 
         return predict
