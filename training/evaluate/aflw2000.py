@@ -19,6 +19,8 @@ import numpy as np
 import scipy.io as sio
 from PIL import Image
 
+from service.engine.recrop import landmark_box
+
 from .metrics import nme_2d, nme_3d, yaw_bin
 
 Predictor = Callable[[np.ndarray, tuple[float, float, float, float]], np.ndarray]
@@ -50,8 +52,7 @@ class Sample:
 
     @property
     def box(self) -> tuple[float, float, float, float]:
-        lo, hi = self.landmarks[:, :2].min(0), self.landmarks[:, :2].max(0)
-        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
+        return landmark_box(self.landmarks)
 
 
 def load_samples(folder: Path, limit: int | None = None) -> list[Sample]:
