@@ -17,6 +17,8 @@ needs from a shipped model, about 62 MB in all:
 - ``landmarks.npz``: the subset's landmarks; ``run.sh``: unbundle, fit, fine-tune, split.
 
 The weights come home as ``best.pt.part*`` files (a lent machine returns files of at most 16 MiB).
+The machine needs torch, numpy, opencv, scipy, onnx, tqdm and jsonschema (``service.model_store``
+imports it; the lent images lack it, so its wheels travel too: ``benchmarks/results/gpu-h100.md``).
 """
 
 from __future__ import annotations
