@@ -146,3 +146,63 @@ def test_cli_boxes_scores_both_boxes_with_and_without_the_recrop(tmp_path, tiny_
     found = sum(group["n"] for group in result["detector_offsets"].values())
     assert found + len(result["nme"]["service's detector box, one pass"]["failures"]) == 4
     assert "side ratio" in (tmp_path / "boxes.md").read_text()
+
+
+def _per_photo(nmes: dict[str, list[float]]) -> dict:
+    return {f"{b}-{i}": {"yaw_bin": b, "nme_2d": v} for b, values in nmes.items() for i, v in enumerate(values)}
+
+
+def test_a_paired_comparison_measures_the_difference_photo_by_photo():
+    from training.evaluate.compare import paired_difference
+
+    rng = np.random.default_rng(0)
+    a = _per_photo({"[0,30)": list(rng.uniform(0.02, 0.08, 40)), "[30,60)": list(rng.uniform(0.04, 0.1, 12)),
+                    "[60,90]": list(rng.uniform(0.06, 0.2, 8))})
+    shifted = {k: {**v, "nme_2d": v["nme_2d"] + 0.01} for k, v in a.items()}
+    result = paired_difference(a, shifted, rounds=500)
+    assert result["photos"] == 60 and result["n"] == {"[0,30)": 40, "[30,60)": 12, "[60,90]": 8}
+    for key in ("mean_of_bins", "overall"):
+        assert result[key]["difference"] == pytest.approx(0.01)
+        assert result[key]["interval"] == pytest.approx([0.01, 0.01])  # every photo moved by the same amount
+    # photo-level noise around no change: an interval that straddles zero; a photo only B scored is left out
+    noisy = {k: {**v, "nme_2d": v["nme_2d"] + rng.normal(0, 0.01)} for k, v in a.items()}
+    noisy["extra"] = {"yaw_bin": "[60,90]", "nme_2d": 5.0}
+    result = paired_difference(a, noisy, rounds=2000)
+    lo, hi = result["mean_of_bins"]["interval"]
+    assert result["photos"] == 60 and lo < result["mean_of_bins"]["difference"] < hi and lo < 0 < hi
+    assert result["mean_of_bins"]["a"] == pytest.approx(np.mean([np.mean([v["nme_2d"] for v in a.values()
+                                                                          if v["yaw_bin"] == b]) for b in aflw2000.BINS]))
+
+
+def test_cli_compare_picks_the_model_rows_and_refuses_reports_without_per_photo_figures(tmp_path, capsys):
+    import json
+
+    from training.evaluate.__main__ import main
+
+    a = _per_photo({"[0,30)": [0.05, 0.06, 0.07], "[30,60)": [0.08], "[60,90]": [0.1, 0.12]})
+    b = {k: {**v, "nme_2d": v["nme_2d"] - 0.005} for k, v in a.items()}
+    baseline = {"nme_2d": None, "per_photo": {k: {**v, "nme_2d": 0.5} for k, v in a.items()}}
+    for name, rows in (("a", {"dlib 68-point predictor": baseline, "m 0.1, in-process": {"per_photo": a},
+                              "m 0.1, in-process, mirror-averaged": {"per_photo": b}}),
+                       ("b", {"m 0.2, in-process": {"per_photo": b}}), ("old", {"m 0.0, in-process": {}})):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rows))
+    main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--rounds", "200"])
+    out = capsys.readouterr().out
+    assert "A: m 0.1, in-process" in out and "B: m 0.2, in-process" in out
+    assert "| mean of bins | 8.33 % | 7.83 % | -0.50 points | -0.50 to -0.50 |" in out
+    with pytest.raises(SystemExit):
+        main(["compare", str(tmp_path / "old.json"), str(tmp_path / "b.json")])
+    assert "no per-photo figures" in capsys.readouterr().err
+
+
+def test_evaluate_keeps_each_scored_photo(tmp_path):
+    if not DATA.is_dir():
+        pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
+    samples = aflw2000.load_samples(DATA, 3)
+    marks = np.random.default_rng(0).uniform(0, 1, (68, 2))
+    result = aflw2000.evaluate(aflw2000.mean_face_predictor(marks), samples)
+    assert set(result["per_photo"]) == {s.name for s in samples}
+    for s in samples:
+        row = result["per_photo"][s.name]
+        assert row["yaw_bin"] in aflw2000.BINS and row["nme_2d"] > 0
+    assert np.mean([r["nme_2d"] for r in result["per_photo"].values()]) == pytest.approx(result["nme_2d"]["overall"])

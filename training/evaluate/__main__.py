@@ -5,6 +5,7 @@
     python -m training.evaluate texture --model DIR --photos ../shared/eval/photos [--aflw DIR --limit N] [--grid PNG]
     python -m training.evaluate all --model DIR [--url URL] [--albedo NPZ] [--grid PNG]
     python -m training.evaluate boxes --model DIR [--data DIR --limit N]
+    python -m training.evaluate compare A/aflw2000.json B/aflw2000.json [--row-a NAME --row-b NAME]
     python -m training.evaluate ablations --geometry-runs RUN… --texture-runs RUN… --base-geometry CKPT --albedo NPZ
 
 ``--model`` runs a model store in this process through the service's own stages (no server);
@@ -69,6 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("--data", type=Path, default=DEFAULT_DATA)
     x.add_argument("--limit", type=int)
     x.add_argument("--out", type=Path, default=Path("reports"))
+    c = sub.add_parser("compare", help="B - A on AFLW2000-3D photo by photo, with a paired bootstrap interval")
+    c.add_argument("a", type=Path, help="an `aflw2000` report's aflw2000.json")
+    c.add_argument("b", type=Path, help="another, of the same photos")
+    c.add_argument("--row-a", help="the row of A to compare (default: its in-process model, one pass)")
+    c.add_argument("--row-b", help="likewise for B")
+    c.add_argument("--rounds", type=int, default=10_000)
     b = sub.add_parser("ablations", help="Table III's stage-1 runs and the texture stream's variants, each exported and scored")
     b.add_argument("--geometry-runs", type=Path, nargs="*", default=[], help="stage-1 run folders (--geometry-losses …)")
     b.add_argument("--texture-runs", type=Path, nargs="*", default=[], help="stage-2 run folders (--regions, --plain-texture)")
@@ -89,6 +96,16 @@ def main(argv: list[str] | None = None) -> None:
         print(aflw2000_report(args.data, args.limit, args.out, url=args.url, model_dir=args.model, detector=args.detector))
     elif args.command == "boxes":
         print(boxes_report(args.model, args.data, args.limit, args.out))
+    elif args.command == "compare":
+        from . import compare
+
+        a, b = (json.loads(path.read_text()) for path in (args.a, args.b))
+        try:
+            row_a, row_b = args.row_a or compare.default_row(a), args.row_b or compare.default_row(b)
+            result = compare.paired_difference(a[row_a]["per_photo"], b[row_b]["per_photo"], args.rounds)
+        except (KeyError, ValueError) as error:
+            parser.error(f"compare: {error}")
+        print(compare.markdown(result, f"{row_a} (`{args.a}`)", f"{row_b} (`{args.b}`)"))
     elif args.command == "synthetic":
         print(synthetic_report(args.model, args.size, args.out, args.albedo))
     elif args.command == "ablations":

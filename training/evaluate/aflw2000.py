@@ -73,6 +73,7 @@ def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
     per_bin: dict[str, list[float]] = {b: [] for b in BINS}
     per_part: dict[str, dict[str, list[float]]] = {part: {b: [] for b in BINS} for part in (*PARTS, *JAW_SIDES)}
     per_bin_3d: dict[str, list[float]] = {b: [] for b in BINS}
+    per_photo: dict[str, dict] = {}  # for paired comparisons of two models (training.evaluate.compare)
     failures = []
     for s in samples:
         try:
@@ -81,13 +82,14 @@ def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
             failures.append(f"{s.name}: {error}")
             continue
         per_bin[yaw_bin(s.yaw_degrees)].append(nme_2d(pred, s.landmarks))
+        per_photo[s.name] = {"yaw_bin": yaw_bin(s.yaw_degrees), "nme_2d": per_bin[yaw_bin(s.yaw_degrees)][-1]}
         for part, index in (PARTS | jaw_sides(s.landmarks)).items():
             per_part[part][yaw_bin(s.yaw_degrees)].append(nme_2d(pred[index], s.landmarks[index], s.landmarks))
         if pred.shape[1] == 3:
             per_bin_3d[yaw_bin(s.yaw_degrees)].append(nme_3d(pred, s.landmarks))
 
     return {"nme_2d": nme_table(per_bin), "nme_3d": nme_table(per_bin_3d), "failures": failures,
-            "nme_2d_by_part": {part: nme_table(groups) for part, groups in per_part.items()}}
+            "nme_2d_by_part": {part: nme_table(groups) for part, groups in per_part.items()}, "per_photo": per_photo}
 
 
 def nme_table(groups: dict[str, list[float]]) -> dict | None:
