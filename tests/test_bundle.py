@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import training.bundle as bundle
+from test_export import folded_store  # noqa: F401  (a tiny store with trained-looking BatchNorm, as from_store reads back)
 from training.photos import crop_around_landmarks
 
 
@@ -41,24 +42,10 @@ def test_a_photo_already_small_enough_is_only_cut(tmp_path):
     np.testing.assert_allclose(packed_marks, marks - [x0, y0])
 
 
-@pytest.fixture(scope="module")
-def trained_store(tmp_path_factory, uv_models):
-    """A tiny store with trained-looking BatchNorm, as ``training.export.from_store`` reads back."""
-    from test_export import as_if_trained
-    from training.export.onnx import export_model_store
-    from training.models import AlbedoModel, GeometryStream, TextureStream, tiny
-
-    torch.manual_seed(4)
-    cfg = tiny()
-    geo = as_if_trained(GeometryStream(cfg.geometry))
-    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
-    return export_model_store(geo, tex, cfg, tmp_path_factory.mktemp("bundle-store"), "tiny", "0.0.5",
-                              face_model=uv_models[64]).folder
-
-
-def test_weights_go_out_in_half_precision_and_come_home_with_the_exact_albedo(trained_store, tmp_path, monkeypatch):
+def test_weights_go_out_in_half_precision_and_come_home_with_the_exact_albedo(folded_store, tmp_path, monkeypatch):  # noqa: F811
     from training.export.from_store import checkpoint_from_store
 
+    trained_store = folded_store[3]
     store = checkpoint_from_store(trained_store)
     out = tmp_path / "bundle"
     (out / "fitted-photos").mkdir(parents=True)

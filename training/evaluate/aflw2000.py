@@ -81,12 +81,13 @@ def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
         except LookupError as error:  # no face found: counted, not scored
             failures.append(f"{s.name}: {error}")
             continue
-        per_bin[yaw_bin(s.yaw_degrees)].append(nme_2d(pred, s.landmarks))
-        per_photo[s.name] = {"yaw_bin": yaw_bin(s.yaw_degrees), "nme_2d": per_bin[yaw_bin(s.yaw_degrees)][-1]}
+        bin_, nme = yaw_bin(s.yaw_degrees), nme_2d(pred, s.landmarks)
+        per_bin[bin_].append(nme)
+        per_photo[s.name] = {"yaw_bin": bin_, "nme_2d": nme}
         for part, index in (PARTS | jaw_sides(s.landmarks)).items():
-            per_part[part][yaw_bin(s.yaw_degrees)].append(nme_2d(pred[index], s.landmarks[index], s.landmarks))
+            per_part[part][bin_].append(nme_2d(pred[index], s.landmarks[index], s.landmarks))
         if pred.shape[1] == 3:
-            per_bin_3d[yaw_bin(s.yaw_degrees)].append(nme_3d(pred, s.landmarks))
+            per_bin_3d[bin_].append(nme_3d(pred, s.landmarks))
 
     return {"nme_2d": nme_table(per_bin), "nme_3d": nme_table(per_bin_3d), "failures": failures,
             "nme_2d_by_part": {part: nme_table(groups) for part, groups in per_part.items()}, "per_photo": per_photo}

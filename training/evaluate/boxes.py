@@ -75,13 +75,13 @@ def from_detected(model: InProcessModel, boxes: dict[int, tuple | None], recrop_
 def evaluate(model: InProcessModel, samples: list[aflw2000.Sample]) -> dict:
     """The detector offsets, and ``aflw2000.evaluate`` from each box with one pass and recropped."""
     boxes = detected_boxes(model, samples)
+    predictors = {"ground truth's landmark box": lambda recropped: model.landmark_predictor(False, recropped),
+                  "service's detector box": lambda recropped: from_detected(model, boxes, recropped)}
     scores = {}
-    for recropped in (False, True):
-        scores["ground truth's landmark box, " + ("recropped" if recropped else "one pass")] = aflw2000.evaluate(
-            model.landmark_predictor(False, recropped), samples)
-    for recropped in (False, True):
-        scores["service's detector box, " + ("recropped" if recropped else "one pass")] = aflw2000.evaluate(
-            from_detected(model, boxes, recropped), samples)
+    for label, predictor in predictors.items():
+        for recropped in (False, True):
+            name = f"{label}, " + ("recropped" if recropped else "one pass")
+            scores[name] = aflw2000.evaluate(predictor(recropped), samples)
     return {"detector_offsets": detector_offsets(boxes, samples), "nme": scores}
 
 
