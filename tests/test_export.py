@@ -112,3 +112,21 @@ def test_a_store_reads_back_into_pytorch_with_its_batchnorm_folded(folded_store)
     with torch.no_grad():
         got = texture.eval()(*(inputs[n] for n in TEXTURE_INPUTS))[0]
         torch.testing.assert_close(got, tex(*(inputs[n] for n in TEXTURE_INPUTS))[0], atol=1e-4, rtol=0)
+
+
+def test_a_store_with_position_pooling_reads_back(tmp_path, uv_models):
+    from dataclasses import replace
+
+    from training.export.from_store import checkpoint_from_store
+
+    cfg = tiny()
+    cfg = replace(cfg, geometry=replace(cfg.geometry, position_pooling=True))
+    torch.manual_seed(4)
+    geo = as_if_trained(GeometryStream(cfg.geometry))
+    torch.nn.init.normal_(geo.encoder.locate.weight, std=0.1)  # as trained: not the zeros it starts from
+    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
+    report = export_model_store(geo, tex, cfg, tmp_path, "tiny", "0.0.5", face_model=uv_models[64])
+    assert report.geometry_parity <= 1e-4
+    ckpt = checkpoint_from_store(report.folder)  # raises above 1e-4 parity
+    assert ckpt["config"]["geometry"]["position_pooling"] is True
+    torch.testing.assert_close(ckpt["geometry_model"]["encoder.locate.weight"], geo.encoder.locate.weight.detach())

@@ -42,6 +42,31 @@ def test_geometry_stream_shapes_and_gradients():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
+def test_position_moments_say_where_a_map_is_active():
+    from training.models.geometry import position_moments
+
+    x = torch.zeros(1, 2, 4, 8)
+    x[0, 0, 1, 6] = 2.0  # row 1 of 4 (centre v = -0.25), column 6 of 8 (centre u = 0.625)
+    x[0, 1] = 1.0  # even: centred
+    torch.testing.assert_close(position_moments(x), torch.tensor([[2 * 0.625 / 32, 0.0, 2 * -0.25 / 32, 0.0]]))
+
+
+def test_position_pooling_starts_as_the_network_without_it_and_learns():
+    """A network grown by the encoder's position pooling computes exactly what it did, and the new
+    layer gets gradients (it starts at zero)."""
+    torch.manual_seed(0)
+    cfg = tiny().geometry
+    plain = GeometryStream(cfg).eval()
+    grown = GeometryStream(replace(cfg, position_pooling=True))
+    grown.load_state_dict(grown.state_dict() | plain.state_dict())
+    image = torch.rand(2, 3, cfg.image_size, cfg.image_size)
+    want, got = plain(image), grown.eval()(image)
+    for name in ("a_id", "a_exp", "p_t", "p_l", "p_h"):
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), atol=0, rtol=0)
+    got.p_h.square().sum().backward()
+    assert grown.encoder.locate.weight.grad.abs().sum() > 0
+
+
 def test_texture_stream_and_discriminator_shapes_and_gradients():
     torch.manual_seed(0)
     cfg = tiny().texture

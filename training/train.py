@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--geometry-losses", choices=list(GEOMETRY_LOSS_ABLATIONS), default="full",
                         help="stage 1: L_gs in full, or one of the paper's Table III ablations")
     parser.add_argument("--regions", type=int, default=16, help="n, the texture stream's soft regions (8, 16, 32)")
+    parser.add_argument("--position-pooling", action="store_true",
+                        help="the encoder also pools where its last feature maps' activation lies (GeometryConfig."
+                        "position_pooling); stage 3 may add it to a network trained without it")
     parser.add_argument("--plain-texture", action="store_true",
                         help="the texture stream as a plain encoder-decoder: no skips, no SSRPM/SRSM (an ablation)")
     parser.add_argument("--features", type=Path, help="stage 2: a stage-1 checkpoint whose encoder gives L_con's features")
@@ -289,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = PRESETS[args.config](args.regions)
     if args.plain_texture:
         cfg = replace(cfg, texture=replace(cfg.texture, plain=True))
+    if args.position_pooling:
+        cfg = replace(cfg, geometry=replace(cfg.geometry, position_pooling=True))
 
     def common(stage_cls, steps, minutes):
         given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr}

@@ -42,7 +42,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -197,9 +197,17 @@ def start_checkpoint(path: Path, cfg: NetworkConfig, device: torch.device) -> di
             start_from[stream] = {k: v.to(device) for k, v in start_from[stream].items()}
     else:
         start_from = torch.load(path, map_location=device, weights_only=False)
-    if not cfg.matches(start_from["config"]):
+    if not (cfg.matches(start_from["config"]) or adds_position_pooling(cfg, start_from["config"])):
         raise ValueError(f"{path} was trained with another config than {cfg.name}")
     return start_from
+
+
+def adds_position_pooling(cfg: NetworkConfig, start_config: dict) -> bool:
+    """Whether ``cfg`` is the start's network with the encoder's position pooling added (its layer
+    starts at zero, so the grown network computes what the start did)."""
+    start = NetworkConfig.from_dict(start_config)
+    return (cfg.geometry.position_pooling and not start.geometry.position_pooling
+            and replace(start, geometry=replace(start.geometry, position_pooling=True)) == cfg)
 
 
 def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, geometry_from: Path, texture_from: Path,
@@ -239,7 +247,10 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
     else:
-        geometry.load_state_dict(stream_weights(starts["geometry"], "geometry"))
+        weights = stream_weights(starts["geometry"], "geometry")
+        if adds_position_pooling(cfg, starts["geometry"]["config"]):
+            weights = geometry.state_dict() | weights  # the new layer keeps its zeros
+        geometry.load_state_dict(weights)
         texture.load_state_dict(stream_weights(starts["texture"], "texture"))
     renderer = FaceRenderer(face_model, g.image_size, dev)
     targets = GeometryTargets(face_model, dev)

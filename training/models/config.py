@@ -25,6 +25,10 @@ class GeometryConfig:
     decoder_widths: tuple[int, ...] = (256, 256, 128, 128, 64, 32, 16)  # one per x2 upsampling, 1 -> S
     psn_hidden: int = 512
     albedo_dim: int = 80  # K, components of our albedo model (p_t)
+    # The encoder's latent also sees where each last feature map's activation lies (position_moments):
+    # global average pooling alone keeps only what a map holds, and the head's position and size in
+    # the crop (p_h) must then come from zero padding's edge effects. False: as up to 0.7.0.
+    position_pooling: bool = False
 
     def __post_init__(self):
         if 2 ** len(self.decoder_widths) != self.uv_size:

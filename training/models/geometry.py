@@ -14,10 +14,22 @@ def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+def position_moments(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) feature maps -> (B, 2C): each map's mean of x * u, then of x * v, with (u, v) the
+    pixel centres' coordinates in [-1, 1] (u right, v down). With the plain mean these say where a
+    map's activation lies; a network ending in global average pooling cannot see that."""
+    h, w = x.shape[-2:]
+    u = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, dtype=x.dtype, device=x.device)
+    v = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, dtype=x.dtype, device=x.device)
+    return torch.cat([(x * u).mean(dim=(2, 3)), (x * v[:, None]).mean(dim=(2, 3))], dim=1)
+
+
 class MultiTaskEncoder(nn.Module):
     """VGG-style encoder trained from scratch (no VGG-Face weights exist here).
 
     (B, 3, H, W) photo in [0, 1] -> (B, latent_dim) latent f_L (the paper's 1x1x512).
+    With ``cfg.position_pooling`` the last maps' ``position_moments`` join the pooled mean through
+    ``locate``, initialised to zero so that a network trained without it computes the same at first.
     """
 
     def __init__(self, cfg: GeometryConfig):
@@ -30,11 +42,19 @@ class MultiTaskEncoder(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.project = nn.Linear(cin, cfg.latent_dim)
+        self.locate = None
+        if cfg.position_pooling:
+            self.locate = nn.Linear(2 * cin, cfg.latent_dim)
+            nn.init.zeros_(self.locate.weight)
+            nn.init.zeros_(self.locate.bias)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         # Centring the input here keeps exported models free of preprocessing the service must copy.
         x = self.features(image * 2.0 - 1.0)
-        return torch.relu(self.project(x.mean(dim=(2, 3))))
+        latent = self.project(x.mean(dim=(2, 3)))
+        if self.locate is not None:
+            latent = latent + self.locate(position_moments(x))
+        return torch.relu(latent)
 
 
 class AttributeDecoder(nn.Module):
