@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from test_export import folded_store  # noqa: F401  (a tiny store with trained-looking BatchNorm, as from_store reads back)
 from training.train import StageSettings, train_geometry
 from training.models import tiny
 
@@ -306,28 +307,21 @@ def test_stage_three_starts_from_a_model_store(tmp_path, fitted):
     assert all(torch.equal(state["geometry_model"][k], imported[k]) for k in stats)
 
 
-def test_stage_three_adds_position_pooling_to_a_stored_network(tmp_path, fitted):
+def test_stage_three_adds_position_pooling_to_a_stored_network(tmp_path, fitted, folded_store):  # noqa: F811
     """--position-pooling grows a store's plain encoder (the new layer from zero); any other change
     of config is refused."""
     from dataclasses import replace
 
-    from test_export import as_if_trained
-    from training.export.onnx import export_model_store
-    from training.models import AlbedoModel, GeometryStream, TextureStream
     from training.train import main as train_main
     from training.train_finetune import start_checkpoint
 
-    cfg = tiny(regions=16)
-    torch.manual_seed(5)
-    geo = as_if_trained(GeometryStream(cfg.geometry))
-    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
-    folder = export_model_store(geo, tex, cfg, tmp_path / "store", "tiny", "0.0.6").folder
+    cfg, _, _, folder = folded_store  # tiny() has n = 4 regions
     with pytest.raises(ValueError, match="another config"):
         start_checkpoint(folder, replace(cfg, geometry=replace(cfg.geometry, latent_dim=64, position_pooling=True)),
                          torch.device("cpu"))
     albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
-    train_main(["finetune", "--steps", "1", "--config", "tiny", "--position-pooling", "--batch-size", "2",
-                "--albedo", str(albedo), "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "5",
+    train_main(["finetune", "--steps", "1", "--config", "tiny", "--regions", "4", "--position-pooling", "--batch-size",
+                "2", "--albedo", str(albedo), "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "5",
                 "--out", str(tmp_path / "run"), "--geometry-from", str(folder), "--texture-from", str(folder)])
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["config"]["geometry"]["position_pooling"] is True and state["step"] == 1

@@ -206,8 +206,7 @@ def adds_position_pooling(cfg: NetworkConfig, start_config: dict) -> bool:
     """Whether ``cfg`` is the start's network with the encoder's position pooling added (its layer
     starts at zero, so the grown network computes what the start did)."""
     start = NetworkConfig.from_dict(start_config)
-    return (cfg.geometry.position_pooling and not start.geometry.position_pooling
-            and replace(start, geometry=replace(start.geometry, position_pooling=True)) == cfg)
+    return not start.geometry.position_pooling and replace(start, geometry=replace(start.geometry, position_pooling=True)) == cfg
 
 
 def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, geometry_from: Path, texture_from: Path,
