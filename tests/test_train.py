@@ -308,8 +308,8 @@ def test_stage_three_starts_from_a_model_store(tmp_path, fitted):
 
 
 def test_stage_three_adds_position_pooling_to_a_stored_network(tmp_path, fitted, folded_store):  # noqa: F811
-    """--position-pooling grows a store's plain encoder (the new layer from zero); any other change
-    of config is refused."""
+    """--position-pooling grows a store's plain encoder (the new layer from zero, at --locate-lr-scale
+    times the rate); any other change of config is refused."""
     from dataclasses import replace
 
     from training.train import main as train_main
@@ -322,7 +322,10 @@ def test_stage_three_adds_position_pooling_to_a_stored_network(tmp_path, fitted,
     albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
     train_main(["finetune", "--steps", "1", "--config", "tiny", "--regions", "4", "--position-pooling", "--batch-size",
                 "2", "--albedo", str(albedo), "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "5",
-                "--out", str(tmp_path / "run"), "--geometry-from", str(folder), "--texture-from", str(folder)])
+                "--out", str(tmp_path / "run"), "--geometry-from", str(folder), "--texture-from", str(folder),
+                "--locate-lr-scale", "4"])
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert state["config"]["geometry"]["position_pooling"] is True and state["step"] == 1
-    assert state["geometry_model"]["encoder.locate.weight"].abs().max() > 0  # one Adam step from zero
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([5e-5, 2e-4])
+    # Adam's first step moves each weight by its rate (times the gradient's sign): 4 x 5e-5 from zero.
+    assert state["geometry_model"]["encoder.locate.weight"].abs().max().item() == pytest.approx(2e-4, rel=1e-3)

@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--position-pooling", action="store_true",
                         help="the encoder also pools where its last feature maps' activation lies (GeometryConfig."
                         "position_pooling); stage 3 may add it to a network trained without it")
+    parser.add_argument("--locate-lr-scale", type=float, default=FinetuneSettings.locate_lr_scale,
+                        help="stage 3: the position-pooling layer's rate as a multiple of --lr (it starts from zeros)")
     parser.add_argument("--plain-texture", action="store_true",
                         help="the texture stream as a plain encoder-decoder: no skips, no SSRPM/SRSM (an ablation)")
     parser.add_argument("--features", type=Path, help="stage 2: a stage-1 checkpoint whose encoder gives L_con's features")
@@ -318,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("stage 3 needs --geometry-from, --texture-from and --fitted")
         settings = FinetuneSettings(profiled_batch_size=args.profiled, jaw_marching=args.jaw_marching,
                                     roll_degrees=args.roll_degrees, mirror_photos=args.mirror_photos,
-                                    lr_schedule=args.lr_schedule,
+                                    lr_schedule=args.lr_schedule, locate_lr_scale=args.locate_lr_scale,
                                     **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
