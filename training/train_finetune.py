@@ -110,7 +110,8 @@ def parameter_groups(geometry: GeometryStream, texture: TextureStream, locate_lr
     position-pooling layer (``locate``) apart, since grown at stage 3 from zeros at the fine-tune's
     small rate it hardly moves (2,200 steps at 5e-5 left its weights at a mean |w| of 3.5e-4)."""
     locate = [] if geometry.encoder.locate is None else list(geometry.encoder.locate.parameters())
-    rest = [p for p in [*geometry.parameters(), *texture.parameters()] if all(p is not q for q in locate)]
+    apart = {id(p) for p in locate}
+    rest = [p for p in [*geometry.parameters(), *texture.parameters()] if id(p) not in apart]
     groups = [dict(params=rest, lr_scale=1.0)]
     if locate:
         groups.append(dict(params=locate, lr_scale=locate_lr_scale))
