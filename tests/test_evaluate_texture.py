@@ -199,7 +199,7 @@ def test_all_writes_every_table_in_process(store, tmp_path):
     averaged = json.loads((out / "aflw2000.json").read_text())["tiny 0.0.1, in-process, mirror-averaged"]["nme_2d"]
     assert sum(averaged["n"].values()) == 2 and averaged["overall"] != nme["overall"]
     synth = json.loads((out / "synthetic.json").read_text())
-    assert set(synth["geometry"]) == {"A_id + A_exp", "A_id only"}
+    assert set(synth["geometry"]) == {"A_id + A_exp", "A_id only", "mean face (baseline)"}
     linear, stream = synth["albedo"]["linear albedo (p_t)"], synth["albedo"]["texture stream"]
     assert linear["n"] == 7 and linear["face"] < 0.05 and 0 < stream["face"] < 1
     assert set(json.loads((out / "texture.json").read_text())["sets"]) == {"photos", DATA.name}

@@ -37,6 +37,7 @@ def test_rigid_alignment_undoes_a_known_rotation():
     assert metrics.aligned_vertex_error(moved, gt) == pytest.approx(0, abs=1e-9)
     assert metrics.aligned_vertex_error(moved * 1.1, gt) > 0.01
     np.testing.assert_allclose(metrics.rigid_align(moved * 1.1, gt, scale=True), gt, atol=1e-9)
+    assert metrics.similarity_vertex_error(moved * 1.1, gt) < 1e-9 < metrics.aligned_vertex_error(moved * 1.1, gt)
 
 
 def test_photometric_error_and_texture_mae():
@@ -87,9 +88,16 @@ def test_expression_error_of_a_perfect_and_a_neutral_predictor(uv_models):
 
     perfect = evaluate_expressions(oracle, model, 32, size=21, batch_size=21)
     assert perfect["overall"]["mm"] < 1e-3 and perfect["overall"]["n"] == 21
+    assert perfect["overall"]["similarity_mm"] < 1e-3
     no_expression = evaluate_expressions(oracle, model, 32, size=21, batch_size=21, with_expression=False)
     assert no_expression["overall"]["mm"] > 0.5
     mean_face = np.broadcast_to(model.identity_map().transpose(2, 0, 1), (21, 3, 64, 64))
     neutral = evaluate_expressions(lambda x: (mean_face[: len(x)], np.zeros_like(mean_face[: len(x)])), model, 32, size=21, batch_size=21)
     assert neutral["overall"]["mm"] > no_expression["overall"]["mm"]
+    # A similarity also takes the size out, so it can only lower the error the rigid alignment leaves.
+    assert 0 < neutral["overall"]["similarity_mm"] < neutral["overall"]["mm"]
+    from training.evaluate.synthetic import mean_face_predictor
+
+    baseline = evaluate_expressions(mean_face_predictor(model), model, 32, size=21, batch_size=21)
+    assert baseline == neutral
     assert set(neutral["by_category"]) == {"neutral", "anger", "disgust", "fear", "happy", "sad", "surprise"}

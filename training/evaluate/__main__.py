@@ -195,10 +195,9 @@ def boxes_report(model_dir: Path, data: Path, limit: int | None, out: Path) -> s
 
 
 def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path | None = None) -> str:
-    """Score a stored geometry.onnx with and without its expression ASM, and texture.onnx's albedo
-    when the albedo model is given; write JSON and Markdown, return the Markdown."""
+    """Score a stored geometry.onnx with and without its expression ASM beside the mean face, and
+    texture.onnx's albedo when the albedo model is given; write JSON and Markdown, return the Markdown."""
     from training.facemodel import UVFaceModel
-    from training.synth import CATEGORIES
 
     manifest = json.loads((model_dir / "manifest.json").read_text())
     predict = synthetic.stored_geometry_predictor(model_dir)
@@ -206,18 +205,12 @@ def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path 
     n = size or synthetic.SET_SIZE
     results = {label: synthetic.evaluate_expressions(predict, face_model, manifest["input_size"], size=n, with_expression=flag)
                for label, flag in (("A_id + A_exp", True), ("A_id only", False))}
+    results[MEAN_FACE] = synthetic.evaluate_expressions(synthetic.mean_face_predictor(face_model), face_model,
+                                                        manifest["input_size"], size=n)
     albedo_results, albedo_note = synthetic.stored_albedo_errors(model_dir, manifest, face_model, albedo, n)
 
-    cats = [c for c in CATEGORIES if c in results["A_id + A_exp"]["by_category"]]
-    bins = [b for b in aflw2000.BINS if b in results["A_id + A_exp"]["by_yaw"]]
     lines = [f"# Held-out synthetic set: {n} faces, model {manifest['model']['name']} {manifest['model']['version']}", "",
-             f"Machine: {machine()}.", "",
-             "Mean per-vertex error after rigid alignment, mm (and / outer inter-ocular distance).", "",
-             "| prediction | " + " | ".join(cats + bins) + " | overall |", "|---" * (len(cats) + len(bins) + 2) + "|"]
-    for label, r in results.items():
-        cells = [r["by_category"][c] for c in cats] + [r["by_yaw"][b] for b in bins] + [r["overall"]]
-        lines.append(f"| {label} | " + " | ".join(f"{c['mm']:.2f} ({c['normalised']:.3f})" for c in cells) + " |")
-    lines += ["", "## Albedo", "", albedo_note]
+             f"Machine: {machine()}.", "", *geometry_table(results), "", "## Albedo", "", albedo_note]
     if albedo_results:
         yaw_bins = list(next(iter(albedo_results.values()))["face_by_yaw"])
         lines += ["", "| albedo | face region | visible part | " + " | ".join(f"face, yaw {b}" for b in yaw_bins) + " |",
@@ -230,6 +223,31 @@ def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path 
     (out / "synthetic.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "synthetic.md").write_text("\n".join(lines) + "\n")
     return "\n".join(lines) + "\n"
+
+
+MEAN_FACE = "mean face (baseline)"
+
+
+def geometry_table(results: dict[str, dict]) -> list[str]:
+    """Markdown tables of ``evaluate_expressions`` results (one row each, ``MEAN_FACE`` among them): mm by
+    expression, yaw bin and overall, after rigid and after similarity alignment, each row also as a
+    ratio to the mean face's error under the same alignment."""
+    from training.synth import CATEGORIES
+
+    first = next(iter(results.values()))
+    cats = [c for c in CATEGORIES if c in first["by_category"]]
+    bins = [b for b in aflw2000.BINS if b in first["by_yaw"]]
+    base = results[MEAN_FACE]
+    lines = []
+    for key, title in (("mm", "rigid alignment"), ("similarity_mm", "similarity alignment (scale fitted too)")):
+        lines += [f"Mean per-vertex error after {title}, mm, and as a ratio to the mean face's.", "",
+                  "| prediction | " + " | ".join(cats + bins) + " | overall |", "|---" * (len(cats) + len(bins) + 2) + "|"]
+        for label, r in results.items():
+            pairs = [(r["by_category"][c], base["by_category"][c]) for c in cats]
+            pairs += [(r["by_yaw"][b], base["by_yaw"][b]) for b in bins] + [(r["overall"], base["overall"])]
+            lines.append(f"| {label} | " + " | ".join(f"{c[key]:.2f} ({c[key] / m[key]:.2f}x)" for c, m in pairs) + " |")
+        lines.append("")
+    return lines[:-1]
 
 
 def texture_report(model_dir: Path, photos: Path, aflw: Path | None, limit: int | None, out: Path,

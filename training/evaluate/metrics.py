@@ -51,6 +51,12 @@ def aligned_vertex_error(pred: np.ndarray, gt: np.ndarray) -> float:
     return float(np.linalg.norm(rigid_align(pred, gt) - gt, axis=1).mean())
 
 
+def similarity_vertex_error(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean per-vertex distance after a similarity alignment (rotation, translation and scale), in the
+    inputs' units: the shape's error with its size taken out as well as its place."""
+    return float(np.linalg.norm(rigid_align(pred, gt, scale=True) - gt, axis=1).mean())
+
+
 def photometric_error(rendered: np.ndarray, photo: np.ndarray, mask: np.ndarray) -> float:
     """E_pho (paper Sec. IV-D): mean absolute RGB difference over the mask; images (H, W, 3) in [0, 1],
     mask (H, W). NaN for an empty mask."""

@@ -2,7 +2,9 @@
 
 The set is a pure function of its seed: ``SET_SIZE`` faces balanced over the seven expression
 categories and the three yaw bins. Error = mean per-vertex distance over the UV mesh after rigid
-alignment, in mm, and the same divided by the ground truth's outer inter-ocular distance.
+alignment, in mm, and the same divided by the ground truth's outer inter-ocular distance; and after
+a similarity alignment (scale fitted too), in mm. Every figure has its baseline beside it: the mean
+face (``mean_face_predictor``: ICT's neutral mean identity, no expression) under the same alignment.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 from training.facemodel import UVFaceModel
 from training.synth import CATEGORIES, SynthFaceGenerator, SynthSettings
 
-from .metrics import aligned_vertex_error, yaw_bin
+from .metrics import aligned_vertex_error, similarity_vertex_error, yaw_bin
 
 HELD_OUT_SEED = 2_000_003  # never used for training
 SET_SIZE = 2016  # 7 categories x 3 yaw bins x 96
@@ -62,17 +64,29 @@ def evaluate_expressions(predict: Predictor, model: UVFaceModel, image_size: int
             err = aligned_vertex_error(pred, gt)
             eyes = gt_maps[i].transpose(1, 2, 0)[lm_uv[[36, 45], 1], lm_uv[[36, 45], 0]] * scale_mm
             iod = float(np.linalg.norm(eyes[0] - eyes[1]))
-            by_cat[CATEGORIES[cats[start + i]]].append((err, err / iod))
-            by_yaw[yaw_bin(yaws[start + i])].append((err, err / iod))
+            record = (err, err / iod, similarity_vertex_error(pred, gt))
+            by_cat[CATEGORIES[cats[start + i]]].append(record)
+            by_yaw[yaw_bin(yaws[start + i])].append(record)
 
-    def summary(groups):
-        return {k: {"mm": float(np.mean([e for e, _ in v])), "normalised": float(np.mean([n for _, n in v])), "n": len(v)}
-                for k, v in groups.items()}
+    def summary(records):
+        rigid, normalised, similarity = np.mean(records, axis=0)
+        return {"mm": float(rigid), "normalised": float(normalised), "similarity_mm": float(similarity), "n": len(records)}
 
     everything = [x for v in by_cat.values() for x in v]
-    return {"by_category": summary(by_cat), "by_yaw": summary(by_yaw),
-            "overall": {"mm": float(np.mean([e for e, _ in everything])),
-                        "normalised": float(np.mean([n for _, n in everything])), "n": len(everything)}}
+    return {"by_category": {k: summary(v) for k, v in by_cat.items()}, "by_yaw": {k: summary(v) for k, v in by_yaw.items()},
+            "overall": summary(everything)}
+
+
+def mean_face_predictor(model: UVFaceModel) -> Predictor:
+    """The baseline every 3D figure stands beside: ICT's neutral mean identity and no expression for
+    every image, placed by the same alignment as the prediction it is compared with."""
+    mean_face = model.identity_map().transpose(2, 0, 1)
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a_id = np.broadcast_to(mean_face, (len(images), *mean_face.shape))
+        return a_id, np.zeros_like(a_id)
+
+    return predict
 
 
 TexturePredictor = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
