@@ -194,3 +194,48 @@ def test_albedo_model_loads_a_built_model(tmp_path):
     torch.testing.assert_close(model(torch.zeros(1, 3))[0], model.mean)
     with pytest.raises(ValueError, match="holds 5 albedo components"):
         AlbedoModel.load(tmp_path / "a.npz", k=6)
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_linear_basis_decodes_coefficients_as_the_face_model_does(uv_models, size):
+    """The stream's basis (valid pixels, gathered into the map) equals ICT's own vertices sampled on
+    the UV layout (``identity_map`` / ``expression_map``, through the mesh), at the tiny and the real S."""
+    import numpy as np
+
+    from training.models.basis import LinearFaceBasis
+
+    model = uv_models[size]
+    basis = LinearFaceBasis(model)
+    rng = np.random.default_rng(size)
+    id_coeffs = rng.standard_normal((3, 100)).astype(np.float32) * 2
+    exp_weights = rng.uniform(0, 1, (3, 53)).astype(np.float32)
+    a_id, a_exp = basis(torch.from_numpy(id_coeffs), torch.from_numpy(exp_weights))
+    np.testing.assert_allclose(a_id.numpy(), model.identity_map(id_coeffs).transpose(0, 3, 1, 2), atol=1e-5)
+    np.testing.assert_allclose(a_exp.numpy(), model.expression_map(exp_weights).transpose(0, 3, 1, 2), atol=1e-5)
+    assert a_id[:, :, ~torch.from_numpy(model.layout.mask)].abs().max() == 0
+
+
+def test_linear_basis_stream_starts_as_the_mean_face_and_learns_coefficients(uv_models):
+    """With ``linear_basis`` the first prediction is ICT's mean face with blendshape weights near zero
+    (the decoders' residual and the identity coefficients start at zero); a loss on A reaches every
+    parameter, the coefficient head's first."""
+    import numpy as np
+
+    from training.models.geometry import EXPRESSION_BIAS_INIT
+
+    torch.manual_seed(0)
+    cfg = replace(tiny().geometry, linear_basis=True)
+    net = GeometryStream(cfg, uv_models[64])
+    out = net(torch.rand(2, 3, cfg.image_size, cfg.image_size))
+    assert out.id_coeffs.shape == (2, 100) and out.exp_weights.shape == (2, 53)
+    assert out.id_coeffs.abs().max() == 0 and out.id_residual.abs().max() == 0 and out.exp_residual.abs().max() == 0
+    torch.testing.assert_close(out.exp_weights, torch.full((2, 53), float(torch.sigmoid(torch.tensor(EXPRESSION_BIAS_INIT)))))
+    mean_face = torch.from_numpy(uv_models[64].identity_map().transpose(2, 0, 1).copy())
+    expression = torch.from_numpy(uv_models[64].expression_map(out.exp_weights[0].detach().numpy()).transpose(2, 0, 1).copy())
+    torch.testing.assert_close(out.a_id[0], mean_face, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.a_exp[0], expression, atol=1e-5, rtol=0)
+    (out.a_full - 0.01).square().mean().backward()
+    assert net.coefficients.net[-1].weight.grad.abs().sum() > 0
+    assert net.identity_decoder.out.weight.grad.abs().sum() > 0
+    assert not any(k.startswith("basis.") for k in net.state_dict()), "the basis is the face model's, not a checkpoint's"
+    assert np.isfinite(net.coefficients.net[0].weight.grad.numpy()).all()

@@ -4,7 +4,8 @@ The ONNX graphs are the service's whole view of the network; their input and out
 are part of the contract (the manifest records them with shapes).
 
 geometry.onnx: image (B, 3, H, W) RGB in [0, 1] -> a_id, a_exp (B, 3, S, S), p_t (B, K),
-    p_l (B, 27), p_h (B, 6).
+    p_l (B, 27), p_h (B, 6); a network with a linear basis (``GeometryConfig.linear_basis``) also ->
+    id_coeffs (B, 100), ICT identity coefficients, and exp_weights (B, 53), ICT blendshape weights in (0, 1).
 texture.onnx: p_t (B, K), image (B, 3, H, W), heatmaps (B, 68, H, W), uv_grid (B, S, S, 2),
     uv_visibility (B, 1, S, S) -> albedo, linear_albedo (B, 3, S, S) in [0, 1].
 """
@@ -29,6 +30,7 @@ from .store import write_model_store
 OPSET = 17
 GEOMETRY_INPUTS = ("image",)
 GEOMETRY_OUTPUTS = ("a_id", "a_exp", "p_t", "p_l", "p_h")
+COEFFICIENT_OUTPUTS = ("id_coeffs", "exp_weights")  # after GEOMETRY_OUTPUTS, with a linear basis
 TEXTURE_INPUTS = ("p_t", "image", "heatmaps", "uv_grid", "uv_visibility")
 TEXTURE_OUTPUTS = ("albedo", "linear_albedo")
 
@@ -38,9 +40,13 @@ class _GeometryGraph(nn.Module):
         super().__init__()
         self.net = net
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return GEOMETRY_OUTPUTS + (COEFFICIENT_OUTPUTS if self.net.cfg.linear_basis else ())
+
     def forward(self, image):
         out = self.net(image)
-        return out.a_id, out.a_exp, out.p_t, out.p_l, out.p_h
+        return tuple(getattr(out, name) for name in self.outputs)
 
 
 class _TextureGraph(nn.Module):
@@ -79,7 +85,8 @@ def _export(graph: nn.Module, inputs: dict[str, torch.Tensor], names_in, names_o
 
 
 def export_geometry(net: GeometryStream, path: Path, inputs: dict[str, torch.Tensor]) -> None:
-    _export(_GeometryGraph(net), inputs, GEOMETRY_INPUTS, GEOMETRY_OUTPUTS, path)
+    graph = _GeometryGraph(net)
+    _export(graph, inputs, GEOMETRY_INPUTS, graph.outputs, path)
 
 
 def export_texture(net: TextureStream, path: Path, inputs: dict[str, torch.Tensor]) -> None:

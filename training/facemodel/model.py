@@ -53,6 +53,17 @@ class UVFaceModel:
         delta = self.kit.vertices(exp_weights=exp_weights) - self.kit.neutral
         return self.layout.to_map(delta / np.float32(self.frame.scale))
 
+    def pixel_basis(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ICT's linear model at the layout's P valid pixels, in canonical units: the neutral mean
+        (P, 3), the identity basis (100, P, 3) and the expression basis (53, P, 3), so that
+        ``identity_map(c)`` at the valid pixels is ``mean + blend(identity, c)`` and ``expression_map(w)``
+        is ``blend(expression, w)``."""
+        scale = np.float32(self.frame.scale)
+        mean = self.layout.to_pixels(self.frame.to_canonical(self.kit.neutral))
+        identity = self.layout.to_pixels(self.kit.identity / scale)
+        expression = self.layout.to_pixels(self.kit.expression / scale)
+        return mean.astype(np.float32), identity.astype(np.float32), expression.astype(np.float32)
+
     def to_mesh_vertices(self, uv_map: np.ndarray) -> np.ndarray:
         """(..., S, S, 3) map -> (..., V, 3) the values at the topology's mesh vertices."""
         rows, cols = self.layout.pixels[:, 0], self.layout.pixels[:, 1]

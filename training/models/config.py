@@ -29,6 +29,10 @@ class GeometryConfig:
     # global average pooling alone keeps only what a map holds, and the head's position and size in
     # the crop (p_h) must then come from zero padding's edge effects. False: as up to 0.7.0.
     position_pooling: bool = False
+    # A_id and A_exp = ICT's linear model at predicted identity (100) and expression (53) coefficients
+    # (training.models.basis), plus the attribute decoders' output as a residual that starts at zero.
+    # False: the decoders alone give the maps, as up to 0.7.0.
+    linear_basis: bool = False
 
     def __post_init__(self):
         if 2 ** len(self.decoder_widths) != self.uv_size:

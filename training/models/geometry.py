@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from training.facemodel import N_EXPRESSION, N_IDENTITY, UVFaceModel
+
+from .basis import LinearFaceBasis
 from .config import POSE_DIM, SH_DIM, GeometryConfig
 
 
@@ -58,7 +61,10 @@ class MultiTaskEncoder(nn.Module):
 
 
 class AttributeDecoder(nn.Module):
-    """Pix2pix-style decoder with bilinear upsampling: (B, latent) -> (B, 3, S, S) in (-1, 1)."""
+    """Pix2pix-style decoder with bilinear upsampling: (B, latent) -> (B, 3, S, S) in (-1, 1).
+
+    With ``cfg.linear_basis`` it gives a residual on the linear model's maps, so its last layer
+    starts at zero (the stream starts as the linear model)."""
 
     def __init__(self, cfg: GeometryConfig):
         super().__init__()
@@ -68,6 +74,9 @@ class AttributeDecoder(nn.Module):
             cin = width
         self.stages = nn.Sequential(*stages)
         self.out = nn.Conv2d(cin, 3, 3, padding=1)
+        if cfg.linear_basis:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.out(self.stages(latent[:, :, None, None])))
@@ -87,16 +96,45 @@ class ParametricSubNetwork(nn.Module):
         return p_t, p_l, p_h
 
 
+# Blendshape weights start near zero (most of a face's 53 are), not at the sigmoid's 0.5.
+EXPRESSION_BIAS_INIT = -4.0
+
+
+class CoefficientHead(nn.Module):
+    """Two FC layers: (B, latent) -> identity coefficients (B, 100), unbounded (ICT's scale: about
+    unit variance), and blendshape weights (B, 53) in (0, 1) through a sigmoid, as ICT's are.
+    The last layer's weights start at zero: the first prediction is the mean face with weights ~0.02."""
+
+    def __init__(self, cfg: GeometryConfig):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.psn_hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(cfg.psn_hidden, N_IDENTITY + N_EXPRESSION))
+        nn.init.zeros_(self.net[-1].weight)
+        with torch.no_grad():
+            self.net[-1].bias.zero_()
+            self.net[-1].bias[N_IDENTITY:] = EXPRESSION_BIAS_INIT
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        id_coeffs, exp_logits = torch.split(self.net(latent), (N_IDENTITY, N_EXPRESSION), dim=1)
+        return id_coeffs, torch.sigmoid(exp_logits)
+
+
 @dataclass
 class GeometryOutput:
     """a_id, a_exp: (B, 3, S, S) canonical positions (A = a_id + a_exp); p_t (B, K) albedo
-    coefficients; p_l (B, 27) SH lighting (9 x RGB, coefficient-major); p_h (B, 6) pose (config.POSE_DIM)."""
+    coefficients; p_l (B, 27) SH lighting (9 x RGB, coefficient-major); p_h (B, 6) pose (config.POSE_DIM).
+    With a linear basis also id_coeffs (B, 100), exp_weights (B, 53) and the decoders' residuals
+    id_residual, exp_residual (B, 3, S, S), zero outside the UV mask; otherwise these are None."""
 
     a_id: torch.Tensor
     a_exp: torch.Tensor
     p_t: torch.Tensor
     p_l: torch.Tensor
     p_h: torch.Tensor
+    id_coeffs: torch.Tensor | None = None
+    exp_weights: torch.Tensor | None = None
+    id_residual: torch.Tensor | None = None
+    exp_residual: torch.Tensor | None = None
 
     @property
     def a_full(self) -> torch.Tensor:
@@ -104,16 +142,34 @@ class GeometryOutput:
 
 
 class GeometryStream(nn.Module):
-    def __init__(self, cfg: GeometryConfig):
+    """With ``cfg.linear_basis`` the stream needs the face model at S = ``cfg.uv_size`` (built from
+    ICT-FaceKit when not given)."""
+
+    def __init__(self, cfg: GeometryConfig, face_model: UVFaceModel | None = None):
         super().__init__()
         self.cfg = cfg
         self.encoder = MultiTaskEncoder(cfg)
         self.identity_decoder = AttributeDecoder(cfg)
         self.expression_decoder = AttributeDecoder(cfg)
         self.psn = ParametricSubNetwork(cfg)
+        self.coefficients = self.basis = None
+        if cfg.linear_basis:
+            face_model = face_model if face_model is not None else UVFaceModel.build(cfg.uv_size)
+            if face_model.size != cfg.uv_size:
+                raise ValueError(f"face model S = {face_model.size}, network S = {cfg.uv_size}")
+            self.coefficients = CoefficientHead(cfg)
+            self.basis = LinearFaceBasis(face_model)
+            self.register_buffer("uv_mask", torch.from_numpy(face_model.layout.mask).float(), persistent=False)
 
     def forward(self, image: torch.Tensor) -> GeometryOutput:
         """image: (B, 3, H, W) RGB in [0, 1]."""
         latent = self.encoder(image)
         p_t, p_l, p_h = self.psn(latent)
-        return GeometryOutput(self.identity_decoder(latent), self.expression_decoder(latent), p_t, p_l, p_h)
+        a_id, a_exp = self.identity_decoder(latent), self.expression_decoder(latent)
+        if self.basis is None:
+            return GeometryOutput(a_id, a_exp, p_t, p_l, p_h)
+        id_coeffs, exp_weights = self.coefficients(latent)
+        base_id, base_exp = self.basis(id_coeffs, exp_weights)
+        id_residual, exp_residual = a_id * self.uv_mask, a_exp * self.uv_mask
+        return GeometryOutput(base_id + id_residual, base_exp + exp_residual, p_t, p_l, p_h,
+                              id_coeffs, exp_weights, id_residual, exp_residual)
