@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from training.jaw_marching import JawMarching
-from training.train import project_landmarks
+from training.stages.common import project_landmarks
 
 SIZE = 128
 

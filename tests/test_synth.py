@@ -6,7 +6,7 @@ import torch
 
 from training.evaluate.metrics import nme_2d
 from training.synth import CATEGORIES, RECIPES, SynthFaceGenerator, SynthSettings, sample_expressions
-from training.train import project_landmarks
+from training.stages.common import project_landmarks
 
 
 @pytest.fixture(scope="module")

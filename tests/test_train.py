@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from test_export import folded_store  # noqa: F401  (a tiny store with trained-looking BatchNorm, as from_store reads back)
-from training.train import StageSettings, train_geometry
 from training.models import tiny
+from training.stages.geometry import StageSettings, train_geometry
 
 
 def test_two_steps_checkpoint_and_resume(tmp_path, kit):
@@ -106,7 +106,7 @@ def test_stage_two_trains_resumes_and_exports(tmp_path, kit):
     features, a resume that continues, and an export that carries the trained texture stream."""
     from service.model_store import load_model_store
     from training.export.__main__ import main as export_main
-    from training.train_texture import TextureStageSettings, train_texture
+    from training.stages.texture import TextureStageSettings, train_texture
 
     cfg = tiny()
     albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
@@ -133,7 +133,7 @@ def test_texture_inputs_match_what_the_service_computes(kit, uv_models):
     import numpy as np
 
     from service.engine.unwrap import heatmaps
-    from training.train_texture import landmark_heatmaps
+    from training.stages.common import landmark_heatmaps
 
     marks = np.random.default_rng(0).uniform(0, 32, (68, 2)).astype(np.float32)
     torch_maps = landmark_heatmaps(torch.from_numpy(marks)[None], 32)[0].numpy()
@@ -180,7 +180,7 @@ def test_geometry_loss_ablations_switch_terms_off(uv_models):
     one term, and "full" is the paper's L_gs."""
     from training import losses
     from training.synth import SynthFaceGenerator, SynthSettings
-    from training.train import GEOMETRY_LOSS_ABLATIONS, GeometryTargets, geometry_loss
+    from training.stages.common import GEOMETRY_LOSS_ABLATIONS, GeometryTargets, geometry_loss
     from training.models import GeometryStream
 
     torch.manual_seed(0)
@@ -232,7 +232,7 @@ def test_profiled_faces_turn_fitted_photos_towards_the_side_they_show(fitted, uv
 
     from training.synth import SynthFaceGenerator, SynthSettings
     from training.synth.profiling import ProfiledFaces, fill_unseen
-    from training.train import GeometryLossWeights, GeometryTargets, geometry_loss
+    from training.stages.common import GeometryLossWeights, GeometryTargets, geometry_loss
     from training.models import GeometryStream
 
     gen = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=32))
@@ -263,7 +263,7 @@ def test_profiled_faces_turn_fitted_photos_towards_the_side_they_show(fitted, uv
 
 
 def test_cosine_learning_rate_falls_from_lr_to_zero_over_the_steps():
-    from training.train_finetune import FinetuneSettings, learning_rate
+    from training.stages.finetune import FinetuneSettings, learning_rate
 
     cosine = FinetuneSettings(steps=100, lr=1e-4, lr_schedule="cosine")
     assert [learning_rate(cosine, k) for k in (0, 50, 100, 150)] == pytest.approx([1e-4, 5e-5, 0, 0], abs=1e-12)
@@ -313,7 +313,7 @@ def test_stage_three_adds_position_pooling_to_a_stored_network(tmp_path, fitted,
     from dataclasses import replace
 
     from training.train import main as train_main
-    from training.train_finetune import start_checkpoint
+    from training.stages.finetune import start_checkpoint
 
     cfg, _, _, folder = folded_store  # tiny() has n = 4 regions
     with pytest.raises(ValueError, match="another config"):

@@ -46,7 +46,7 @@ class JawMarching:
         Args:
             a_full: (B, 3, S, S) position maps (canonical units).
             p_h: (B, 6) head pose.
-            fixed: (B, 68, 2) the fixed landmarks (``training.train.project_landmarks``), pixels.
+            fixed: (B, 68, 2) the fixed landmarks (``training.stages.common.project_landmarks``), pixels.
             image_size: the square input's side, pixels.
         Returns:
             (B, 68, 2) pixels: ``fixed`` with the jaw points of the side turned away replaced by

@@ -100,10 +100,10 @@ def evaluate_albedo(predict: TexturePredictor, model: UVFaceModel, image_size: i
     drawn with albedos from ``albedo_model`` (an npz of ``python -m training.albedo``; its first
     ``components`` components, as many as the graph's p_t).
 
-    The graph's inputs come from the ground-truth geometry (``training.train_texture.texture_inputs``),
+    The graph's inputs come from the ground-truth geometry (``training.stages.texture.texture_inputs``),
     so the figure measures the texture stream alone, not the geometry stream's errors.
     """
-    from training.train_texture import texture_inputs
+    from training.stages.texture import texture_inputs
 
     from .metrics import texture_mae
 

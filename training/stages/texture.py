@@ -33,13 +33,10 @@ from training import losses
 from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.facemodel import UVFaceModel
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, PatchDiscriminator, TextureStream
-from training.models.pose import pose_to_camera
 from training.prefetch import Deadline, step_inputs
+from training.stages.common import VALIDATION_SEED, TextureInputs, landmark_heatmaps, to_device, uv_grid_from_geometry
 from training.synth import SynthBatch, SynthFaceGenerator, SynthSettings
 from training.synth.clutter import photo_patches
-from training.train import VALIDATION_SEED, to_device
-
-HEATMAP_SIGMA_AT_128 = 1.5  # the service's landmark heatmaps (service/engine/unwrap.py) use the same
 
 
 @dataclass(frozen=True)
@@ -69,36 +66,6 @@ class TextureStageSettings:
     validation_batches: int = 4
     workers: int = 0  # processes making each step's faces ahead (training.prefetch); 0: inline
     minutes: float | None = None  # stop (checkpointing) after this much wall time
-
-
-@dataclass
-class TextureInputs:
-    """What ``TextureStream.forward`` takes, built from ground truth (see ``texture_inputs``)."""
-
-    p_t: torch.Tensor  # (B, K)
-    image: torch.Tensor  # (B, 3, H, H)
-    heatmaps: torch.Tensor  # (B, 68, H, H)
-    uv_grid: torch.Tensor  # (B, S, S, 2)
-    uv_visibility: torch.Tensor  # (B, 1, S, S)
-
-    def as_args(self):
-        return self.p_t, self.image, self.heatmaps, self.uv_grid, self.uv_visibility
-
-
-def landmark_heatmaps(landmarks: torch.Tensor, size: int) -> torch.Tensor:
-    """(B, 68, 2) pixel positions -> (B, 68, size, size) Gaussians with peak 1; sigma scales with size."""
-    sigma = HEATMAP_SIGMA_AT_128 * size / 128.0
-    centres = torch.arange(size, dtype=landmarks.dtype, device=landmarks.device) + 0.5
-    gx = torch.exp(-(centres - landmarks[..., 0, None]).square() / (2 * sigma**2))  # (B, 68, size)
-    gy = torch.exp(-(centres - landmarks[..., 1, None]).square() / (2 * sigma**2))
-    return gy[..., :, None] * gx[..., None, :]
-
-
-def uv_grid_from_geometry(a_full: torch.Tensor, p_h: torch.Tensor, image_size: int) -> torch.Tensor:
-    """(B, 3, S, S) position map and (B, 6) pose -> (B, S, S, 2) photo positions in grid_sample units."""
-    b, _, s, _ = a_full.shape
-    screen = pose_to_camera(p_h, image_size).transform_points_screen(a_full.permute(0, 2, 3, 1).reshape(b, s * s, 3))
-    return (2.0 * screen[..., :2] / image_size - 1.0).reshape(b, s, s, 2)
 
 
 def texture_inputs(batch: SynthBatch, p_t_noise: float = 0.0, generator: torch.Generator | None = None) -> TextureInputs:

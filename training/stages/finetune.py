@@ -61,11 +61,10 @@ from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureS
 from training.models.pose import pose_to_camera
 from training.prefetch import Deadline, step_inputs
 from training.render import RenderSettings, render_mesh
+from training.stages.common import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, TextureInputs, geometry_loss,
+                                    landmark_heatmaps, landmark_nmes, project_landmarks, to_device, uv_grid_from_geometry)
 from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
 from training.synth.profiling import BACKGROUND_PATCHES, ProfiledFaces, profile_generator
-from training.train import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, geometry_loss, landmark_nmes,
-                            project_landmarks, to_device)
-from training.train_texture import TextureInputs, landmark_heatmaps, uv_grid_from_geometry
 
 
 @dataclass(frozen=True)

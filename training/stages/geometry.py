@@ -1,0 +1,147 @@
+"""Stage 1: the geometry stream on synthetic faces with exact ground truth (paper Sec. IV-B).
+
+    python -m training.train geometry --config cpu-small --steps 3000 --out runs/geometry
+
+Stage 1 learns A_id, A_exp and the parameters on synthetic faces (``training.synth``), and, given
+``--fitted``, on real photos with pseudo-ground truth from ``training.fitting`` (300W-LP's role), with
+L_gs = 0.5 L_p + 1 L_asm + 0.5 L_sym + 1e-3 L_reg (Eq. 8, ``common.geometry_loss``), Adam at 2e-4,
+batch 8. Every run logs losses to ``log.csv``, writes ``checkpoint.pt`` (model, optimiser, config,
+step) every ``--checkpoint-every`` steps and at the end, and resumes from it when restarted.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from training.checkpoints import load_checkpoint, save_checkpoint
+from training.facemodel import UVFaceModel
+from training.fitting.crops import FittedPhotos
+from training.models import GeometryStream, NetworkConfig
+from training.prefetch import Deadline, step_inputs
+from training.stages.common import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, geometry_loss, landmark_nmes,
+                                    to_device)
+from training.synth import SynthFaceGenerator, SynthSettings
+from training.synth.profiling import ProfiledFaces, profile_generator
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 2e-4
+    seed: int = 0
+    log_every: int = 25
+    checkpoint_every: int = 250
+    validate_every: int = 250
+    validation_batches: int = 4
+    real_batch_size: int = 4  # fitted real photos per step, when a fitted set is given
+    profiled_batch_size: int = 0  # fitted photos turned to 45-85° of yaw per step (training.synth.profiling)
+    workers: int = 0  # processes making each step's inputs ahead (training.prefetch); 0: inline
+    minutes: float | None = None  # stop (checkpointing) after this much wall time
+
+
+@torch.no_grad()
+def validate(net: GeometryStream, gen: SynthFaceGenerator, targets: GeometryTargets, settings: StageSettings,
+             device: torch.device, real: FittedPhotos | None = None) -> dict[str, float]:
+    """Landmark NME and L_asm (with W, whatever the run trains with, so runs compare) on fixed faces."""
+    net.eval()
+    size = gen.settings.image_size
+    batches = [to_device(gen.batch(VALIDATION_SEED, i, settings.batch_size), device) for i in range(settings.validation_batches)]
+    out = {}
+    for label, group in (("val", batches), ("val_real", _real_batches(real, settings.batch_size, device))):
+        nmes, asm = [], []
+        for batch in group:
+            pred_out = net(batch.image)
+            asm.append(float(geometry_loss(pred_out, batch, targets, GeometryLossWeights())["asm"]))
+            nmes += landmark_nmes(pred_out, batch.landmarks, targets.landmarks_uv, size)
+        if nmes:
+            out[f"{label}_asm"], out[f"{label}_landmark_nme"] = float(np.mean(asm)), float(np.mean(nmes))
+    net.train()
+    return out
+
+
+def _real_batches(real: FittedPhotos | None, batch_size: int, device):
+    """The held-out fitted photos, cropped without jitter (empty without a fitted set)."""
+    if real is None:
+        return []
+    return [to_device(real.batch(range(i, min(i + batch_size, len(real))), None), device) for i in range(0, len(real), batch_size)]
+
+
+def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, device: str = "cpu",
+                   fitted: Path | None = None, photos: Path | None = None, albedo: Path | None = None,
+                   weights: GeometryLossWeights = GeometryLossWeights()) -> Path:
+    """Run (or resume) stage 1 into ``out``; returns the checkpoint path. ``fitted`` (a
+    ``training.fitting`` output folder) and ``photos`` (its photo folder) add real photos;
+    ``albedo`` (a ``training.albedo`` npz) draws the synthetic albedo from it and supervises p_t;
+    ``weights`` are L_gs's (Table III's ablations switch terms off)."""
+    torch.manual_seed(settings.seed)
+    dev = torch.device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    face_model = UVFaceModel.build(cfg.geometry.uv_size)
+    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=cfg.geometry.image_size), albedo,
+                             cfg.geometry.albedo_dim)
+    targets = GeometryTargets(face_model, dev)
+    real = FittedPhotos(fitted, photos, cfg.geometry.image_size) if fitted else None
+    real_val = FittedPhotos(fitted, photos, cfg.geometry.image_size, split="validation") if fitted else None
+    profiled = None
+    if settings.profiled_batch_size:
+        if fitted is None or photos is None:
+            raise ValueError("profiled faces need the fitted set and its photos")
+        profiled = ProfiledFaces(fitted, profile_generator(face_model, photos, cfg.geometry.image_size, settings.seed))
+    net = GeometryStream(cfg.geometry).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    ckpt_path = out / "checkpoint.pt"
+    step = 0
+    if (ckpt := load_checkpoint(ckpt_path, cfg, dev)) is not None:
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step = ckpt["step"]
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    with log_path.open("a", newline="") as log_file:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "seconds", "total", "parametric", "asm", "symmetry", "laplacian", "val_asm",
+                          "val_landmark_nme", "val_real_asm", "val_real_landmark_nme"])
+        start, deadline = time.time(), Deadline(settings.minutes)
+        bar = tqdm(total=settings.steps, initial=step, desc="stage 1 geometry", unit="step")
+        net.train()
+
+        def make(k: int):
+            """Step k's synthetic batch, fitted photos and profiled faces (None where not asked for)."""
+            rng = np.random.default_rng([settings.seed, k, 1])
+            real_batch = real.batch(rng.choice(len(real), settings.real_batch_size, replace=False), rng) if real else None
+            turned = profiled.batch(settings.seed + 4, k, settings.profiled_batch_size) if profiled else None
+            return gen.batch(settings.seed, k, settings.batch_size), real_batch, turned
+
+        for step, (batch, *more) in step_inputs(make, step, settings.steps, settings.workers):
+            terms = geometry_loss(net(to_device(batch, dev).image), batch, targets, weights)
+            for extra in filter(None, more):
+                extra_terms = geometry_loss(net(to_device(extra, dev).image), extra, targets, weights)
+                terms = {k: terms[k] + extra_terms[k] for k in terms}
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            out_of_time = deadline.passed()
+            val = validate(net, gen, targets, settings, dev, real_val) if step % settings.validate_every == 0 else {}
+            if step % settings.log_every == 0 or val:
+                row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "parametric", "asm", "symmetry", "laplacian")]
+                log.writerow(row + [val.get(k, "") for k in ("val_asm", "val_landmark_nme", "val_real_asm", "val_real_landmark_nme")])
+                log_file.flush()
+                bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_nme": f"{val['val_landmark_nme']:.3f}"} if val else {}))
+            if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
+                save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=cfg.as_dict(),
+                                step=step, stage="geometry", loss_weights=asdict(weights))
+            if out_of_time:
+                break
+        bar.close()
+    return ckpt_path
