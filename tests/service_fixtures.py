@@ -134,3 +134,15 @@ def apt_install(package: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, timeout=300)
     subprocess.run([apt, "install", "-y", "-qq", package], env=env, capture_output=True, timeout=600)
+
+
+def debian_tool(binary: str, package: str) -> str:
+    """The path of ``binary``, installing Debian's ``package`` when it is missing and we may; skips the
+    test with the reason when it stays missing."""
+    path = shutil.which(binary)
+    if path is None:
+        apt_install(package)
+        path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"no {binary} on PATH, and apt-get could not install Debian's {package}")
+    return path
