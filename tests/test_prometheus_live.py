@@ -152,6 +152,9 @@ def test_a_real_prometheus_scrapes_the_service_and_the_dashboard_has_data(promet
                  lambda: [v for v in prom.values(p95) if math.isclose(v, expected, rel_tol=1e-6)])
         assert 0 < expected < 10
 
+        counts = {series["metric"]["format"]: float(series["value"][1])
+                  for series in prom.query("sum by (format) (facerecon_inference_requests_total)")}
+        assert counts == {"glb": 5, "obj": 2, "json": 3, "batch": 1, "unknown": 0}  # as send_requests sent them
         assert prom.values('sum(job_format_outcome:facerecon_inference_requests:rate5m{outcome="client_error"})')[0] > 0
         assert prom.query("ALERTS") == []  # nothing fires on a healthy service
         empty = []

@@ -136,6 +136,7 @@ def test_accepted_jobs_survive_a_restart_of_the_service_and_of_redis(store_root,
         full = submit(client, image, **options)
         assert_problem(full, 503, "overloaded")
         assert full.headers["Retry-After"] == "1"
+        assert "\nfacerecon_jobs_queued 2.0\n" in client.get("/metrics").text  # LLEN of the shared queue
         # A worker of this instance took the oldest job, and the instance shuts down mid-run.
         job, _ = first.state.jobs.claim()
         assert job.id == interrupted
