@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
 from service.settings import Settings
-from service_fixtures import debian_tool, encode, http_server, noise_image, tiny_store
+from service_fixtures import debian_tool, encode, free_port, http_server, noise_image, tiny_store
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to write Prometheus's configuration")
 
@@ -31,12 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "facerecon.json"
 BOX = {"box": "40,30,160,150"}  # the caller's box: the tiny model reconstructs noise without detection
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(what: str, probe: Callable[[], object], timeout_s: float = 20.0):
