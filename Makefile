@@ -7,7 +7,7 @@ VIEWER := service/viewer
 # npm ci writes this hidden lockfile last: newer than package-lock.json once the install is complete.
 VIEWER_STAMP := $(VIEWER)/node_modules/.package-lock.json
 
-.PHONY: serve test install viewer describe bench-render bench-synth clean
+.PHONY: serve test install viewer describe bench-render bench-synth prometheusrule clean
 
 $(PY):
 	$(shell command -v $(PYTHON) || command -v python3) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-render: $(STAMP)
 
 bench-synth: $(STAMP)
 	$(PY) benchmarks/synth.py --out benchmarks/results/synth.md
+
+# k8s/prometheusrule.yaml from deploy/prometheus/rules.yml (the Prometheus operator's copy of the rules).
+prometheusrule: $(STAMP)
+	$(PY) deploy/prometheus/prometheusrule.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache $(VIEWER)/node_modules

@@ -7,6 +7,7 @@ turns true only once both graphs are loaded and warm.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -22,7 +23,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
-from service.jobs import JobRunner, JobStoreError, open_job_store, store_outage_errors
+from service.jobs import JobRunner, JobStore, JobStoreError, open_job_store, store_outage_errors
 from service.metrics import Metrics
 from service.model_store import ModelStoreError, find_model_store
 from service.routes import router
@@ -93,6 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs, app.state.jobs_error = None, None  # opened by the lifespan
     app.state.limiter = anyio.CapacityLimiter(settings.workers)
     app.state.model_ref = served_model(settings)
+    metrics.queue_capacity.set(settings.queue_size)
+    metrics.jobs_queue_capacity.set(settings.max_queued_jobs)
+    # Read at each scrape, so that they are never stale.
+    metrics.model_ready.set_function(lambda: float(app.state.engine is not None))
+    metrics.jobs_queued.set_function(lambda: queued_jobs(app.state.jobs))
     app.include_router(router)
     mount_viewer(app)  # GET / and /viewer/: a page for people; not part of the API schema
     mount_api_docs(app)  # GET /docs: Swagger UI from the same npm build, no CDN
@@ -110,6 +116,17 @@ def served_model(settings: Settings) -> tuple[str, str]:
         return folder.parent.name, folder.name
     except ModelStoreError:
         return settings.model_name or "unknown", settings.model_version or "unknown"
+
+
+def queued_jobs(jobs: JobStore | None) -> float:
+    """The jobs waiting in ``jobs``; NaN when there is no open store or it cannot answer now."""
+    if jobs is None:
+        return math.nan
+    try:
+        return float(jobs.queued())
+    except Exception as error:  # noqa: BLE001 - a store outage must not fail the scrape of every other metric
+        log.warning("the job store could not count its queued jobs: %s", error)
+        return math.nan
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -168,8 +185,10 @@ def install_middleware(app: FastAPI) -> None:
         response.headers["X-Model-Name"], response.headers["X-Model-Version"] = name, version
         # Reconstruction requests only: job submissions and polls would swamp the latency figures.
         if request.url.path.startswith("/v1/reconstruct"):
-            metrics.request_duration.observe(time.perf_counter() - start)
-            metrics.requests.labels(outcome=outcome(response.status_code)).inc()
+            # The routes name the format once they have read the form (service.routes.label_format).
+            fmt = getattr(request.state, "format", "unknown")
+            metrics.request_duration.labels(format=fmt).observe(time.perf_counter() - start)
+            metrics.requests.labels(format=fmt, outcome=outcome(response.status_code)).inc()
         return response
 
 

@@ -50,6 +50,11 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
+def label_format(request: Request, fmt: str) -> None:
+    """The ``format`` label of this request's latency and outcome metrics (recorded by the app's middleware)."""
+    request.state.format = fmt
+
+
 async def run_engine(request: Request, engine: Engine, data: bytes, options: Options):
     with engine.admit():
         return await anyio.to_thread.run_sync(engine.reconstruct, data, options,
@@ -60,6 +65,7 @@ async def run_engine(request: Request, engine: Engine, data: bytes, options: Opt
 async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep,
                       image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or TIFF")],
                       options: Annotated[Options, Form()]) -> Response:
+    label_format(request, options.format.value)
     data = await read_upload(image, settings)
     out = await run_engine(request, engine, data, options)
     headers = {"X-Faces": str(len(out.result.faces))}
@@ -73,6 +79,7 @@ async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep
 async def reconstruct_batch(request: Request, engine: EngineDep, settings: SettingsDep,
                             images: Annotated[list[UploadFile], File(description="up to max_batch_images photos")],
                             options: Annotated[Options, Form()]) -> BatchResult:
+    label_format(request, "batch")
     if len(images) > settings.max_batch_images:
         raise errors.too_large(f"{len(images)} images; at most {settings.max_batch_images} per batch",
                                max_batch_images=settings.max_batch_images)
@@ -167,4 +174,6 @@ async def model_metadata(name: str, engine: EngineDep) -> ModelMetadata:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(metrics: MetricsDep) -> Response:
-    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    # Off the event loop: collecting asks the job store how many jobs wait (a Redis round trip).
+    body = await anyio.to_thread.run_sync(generate_latest, metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -125,6 +126,13 @@ def http_server(app, timeout_s: float = 60.0) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now, for a server the test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def apt_install(package: str) -> None:
     """apt-get install ``package``, where we may (root on a Debian-like machine); silent when we may not,
     so the test that needs it skips with its own reason."""
@@ -134,3 +142,15 @@ def apt_install(package: str) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([apt, "update", "-qq"], env=env, capture_output=True, timeout=300)
     subprocess.run([apt, "install", "-y", "-qq", package], env=env, capture_output=True, timeout=600)
+
+
+def debian_tool(binary: str, package: str) -> str:
+    """The path of ``binary``, installing Debian's ``package`` when it is missing and we may; skips the
+    test with the reason when it stays missing."""
+    path = shutil.which(binary)
+    if path is None:
+        apt_install(package)
+        path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"no {binary} on PATH, and apt-get could not install Debian's {package}")
+    return path

@@ -315,9 +315,12 @@ def test_micro_batcher_splits_more_rows_than_its_limit():
 def test_metrics_exposed(client, photo):
     post(client, photo, format="json")
     text = client.get("/metrics").text
-    for name in ("facerecon_request_duration_seconds_bucket", 'facerecon_stage_duration_seconds_bucket{le="0.001",stage="detect"}',
+    for name in ('facerecon_request_duration_seconds_bucket{format="json",le="0.005"}',
+                 'facerecon_stage_duration_seconds_bucket{le="0.001",stage="detect"}',
                  "facerecon_queue_duration_seconds", "facerecon_batch_size", "facerecon_queue_depth",
-                 'facerecon_inference_requests_total{outcome="success"}', "facerecon_faces_per_image",
+                 "facerecon_queue_capacity 4.0", "facerecon_model_ready 1.0", "facerecon_jobs_queued 0.0",
+                 "facerecon_jobs_queue_capacity 64.0",
+                 'facerecon_inference_requests_total{format="json",outcome="success"}', "facerecon_faces_per_image",
                  'facerecon_model_info{name="tiny",providers="CPUExecutionProvider",version="0.0.1"} 1.0',
                  'http_requests_total{handler="/v1/reconstruct",method="POST",status="2xx"}'):
         assert name in text, name

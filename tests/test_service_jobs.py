@@ -124,9 +124,11 @@ def test_accepted_jobs_survive_a_restart(store_root, tmp_path):
         full = submit(client, image, **options)
         assert_problem(full, 503, "overloaded")
         assert full.headers["Retry-After"] == "1"
+        assert "\nfacerecon_jobs_queued 2.0\n" in client.get("/metrics").text  # what FacereconJobBacklog reads
         # A worker took this one and the process stopped mid-run.
         job, _ = first.state.jobs.claim()
         assert job.id == queued
+        assert "\nfacerecon_jobs_queued 1.0\n" in client.get("/metrics").text
         assert client.get(f"/v1/jobs/{queued}").json()["status"] == "running"
         waiting = assert_problem(client.get(f"/v1/jobs/{interrupted}/result"), 409, "job-not-finished")
         assert waiting["detail"] == "the job is queued"
@@ -149,5 +151,6 @@ def test_an_unusable_job_store_leaves_the_rest_of_the_service_up(store_root, tmp
         image, options = boxed_noise()
         refused = assert_problem(submit(client, image, **options), 503, "not-ready")
         assert "cannot be opened" in refused["detail"]
+        assert "\nfacerecon_jobs_queued NaN\n" in client.get("/metrics").text  # unknown, not 0
         assert client.post("/v1/reconstruct", files={"image": ("x.png", image)},
                            data={"format": "json", **options}).status_code == 200

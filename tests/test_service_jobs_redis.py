@@ -8,7 +8,6 @@ when missing and possible, and the tests skip only when it cannot be.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,17 +20,11 @@ from fastapi.testclient import TestClient
 from service.jobs import JobStoreError, SQLiteJobStore, open_job_store
 from service.schemas import Options
 from test_service_jobs import assert_problem, boxed_noise, make_app, submit, wait_finished
-from service_fixtures import apt_install, tiny_store
+from service_fixtures import apt_install, free_port, tiny_store
 
 redis = pytest.importorskip("redis", reason="redis-py (serve extra) is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:
@@ -136,6 +129,7 @@ def test_accepted_jobs_survive_a_restart_of_the_service_and_of_redis(store_root,
         full = submit(client, image, **options)
         assert_problem(full, 503, "overloaded")
         assert full.headers["Retry-After"] == "1"
+        assert "\nfacerecon_jobs_queued 2.0\n" in client.get("/metrics").text  # LLEN of the shared queue
         # A worker of this instance took the oldest job, and the instance shuts down mid-run.
         job, _ = first.state.jobs.claim()
         assert job.id == interrupted

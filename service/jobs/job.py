@@ -51,6 +51,9 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
+    def queued(self) -> int:
+        """How many jobs wait to run (in the whole store: all replicas' on Redis)."""
+
     def result(self, job_id: str) -> bytes | None: ...
 
     def claim(self) -> tuple[Job, bytes] | None:

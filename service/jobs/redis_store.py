@@ -178,6 +178,9 @@ class RedisJobStore:
         values = self._db.hmget(JOB_PREFIX + job_id, FIELDS)
         return job_from_hash(job_id, dict(zip(FIELDS, values))) if values[0] is not None else None
 
+    def queued(self) -> int:
+        return self._db.llen(QUEUED)
+
     def result(self, job_id: str) -> bytes | None:
         return self._db.hget(JOB_PREFIX + job_id, "result")
 

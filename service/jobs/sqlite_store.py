@@ -106,6 +106,10 @@ class SQLiteJobStore:
             row = self._db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return job_from_row(row) if row else None
 
+    def queued(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+
     def result(self, job_id: str) -> bytes | None:
         with self._lock:
             row = self._db.execute("SELECT result FROM jobs WHERE id = ?", (job_id,)).fetchone()
