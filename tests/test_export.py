@@ -130,3 +130,36 @@ def test_a_store_with_position_pooling_reads_back(tmp_path, uv_models):
     ckpt = checkpoint_from_store(report.folder)  # raises above 1e-4 parity
     assert ckpt["config"]["geometry"]["position_pooling"] is True
     torch.testing.assert_close(ckpt["geometry_model"]["encoder.locate.weight"], geo.encoder.locate.weight.detach())
+
+
+def test_a_linear_basis_network_exports_its_coefficients_and_reads_back(tmp_path, uv_models):
+    """geometry.onnx of a linear-basis network keeps a_id/a_exp (the contract) and adds id_coeffs and
+    exp_weights; a_id/a_exp equal the coefficients decoded through ICT plus the residual; the store
+    reads back into PyTorch at the parity limit."""
+    from dataclasses import replace
+
+    from training.export.from_store import checkpoint_from_store
+    from training.export.onnx import COEFFICIENT_OUTPUTS
+    from training.models import NetworkConfig
+
+    torch.manual_seed(4)
+    cfg = replace(tiny(), geometry=replace(tiny().geometry, linear_basis=True))
+    geo = as_if_trained(GeometryStream(cfg.geometry, uv_models[64]))
+    with torch.no_grad():  # as after training: the layers that start at zero have moved (the exporter merges equal tensors)
+        for p in geo.parameters():
+            if p.abs().max() == 0:
+                p.normal_(0, 0.01)
+    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
+    report = export_model_store(geo, tex, cfg, tmp_path, "tiny", "0.0.9", face_model=uv_models[64])
+    assert report.geometry_parity <= 1e-4
+    store = load_model_store(report.folder)
+    assert [o["name"] for o in store.onnx_outputs("geometry")] == [*GEOMETRY_OUTPUTS, *COEFFICIENT_OUTPUTS]
+    session = ort.InferenceSession(str(store.onnx_path("geometry")), providers=["CPUExecutionProvider"])
+    image = example_inputs(cfg, batch=3, seed=9)["image"]
+    a_id, a_exp, id_coeffs, exp_weights = session.run(["a_id", "a_exp", "id_coeffs", "exp_weights"], {"image": image.numpy()})
+    assert id_coeffs.shape == (3, 100) and exp_weights.shape == (3, 53) and 0 <= exp_weights.min() <= exp_weights.max() <= 1
+    with torch.no_grad():
+        residual = geo.eval()(image).id_residual.numpy()
+    np.testing.assert_allclose(a_id, uv_models[64].identity_map(id_coeffs).transpose(0, 3, 1, 2) + residual, atol=1e-4)
+    ckpt = checkpoint_from_store(report.folder)
+    assert NetworkConfig.from_dict(ckpt["config"]).geometry.linear_basis and ckpt["import_parity"]["geometry"] <= 1e-4

@@ -313,7 +313,7 @@ def test_stage_three_adds_position_pooling_to_a_stored_network(tmp_path, fitted,
     from dataclasses import replace
 
     from training.train import main as train_main
-    from training.stages.finetune import start_checkpoint
+    from training.stages.common import start_checkpoint
 
     cfg, _, _, folder = folded_store  # tiny() has n = 4 regions
     with pytest.raises(ValueError, match="another config"):
@@ -329,3 +329,40 @@ def test_stage_three_adds_position_pooling_to_a_stored_network(tmp_path, fitted,
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == pytest.approx([5e-5, 2e-4])
     # Adam's first step moves each weight by its rate (times the gradient's sign): 4 x 5e-5 from zero.
     assert state["geometry_model"]["encoder.locate.weight"].abs().max().item() == pytest.approx(2e-4, rel=1e-3)
+
+
+def test_stage_one_grows_a_linear_basis_on_a_stored_network_and_stage_three_keeps_it(tmp_path, fitted, folded_store):  # noqa: F811
+    """--linear-basis with --geometry-from a store: stage 1 keeps the store's encoder and PSN (BatchNorm
+    frozen at the folded statistics), restarts the shape from the mean face (the decoders now give a
+    residual, their last layer reset to zero), logs the coefficient terms; stage 3 continues from it."""
+    import csv
+
+    from training.export.from_store import checkpoint_from_store
+    from training.train import main as train_main
+
+    cfg, _, _, folder = folded_store
+    imported = checkpoint_from_store(folder)["geometry_model"]
+    stage1 = tmp_path / "stage1"
+    train_main(["geometry", "--steps", "1", "--config", "tiny", "--regions", "4", "--linear-basis", "--batch-size", "2",
+                "--geometry-from", str(folder), "--asm-weight", "10", "--validate-every", "5", "--out", str(stage1)])
+    state = torch.load(stage1 / "checkpoint.pt", weights_only=False)
+    assert state["config"]["geometry"]["linear_basis"] is True and state["batchnorm"] == "folded"
+    assert state["loss_weights"]["asm"] == 10
+    weights = state["model"]
+    stats = [k for k in weights if "running_" in k]
+    assert stats and all(torch.equal(weights[k], imported[k]) for k in stats)
+    # One Adam step from zero moves the decoders' reset last layer by at most the rate (2e-4).
+    assert 0 < weights["identity_decoder.out.weight"].abs().max() <= 2e-4 + 1e-9
+    assert imported["identity_decoder.out.weight"].abs().max() > 1e-3
+    assert weights["coefficients.net.2.weight"].abs().max() > 0
+    with (stage1 / "log.csv").open() as f:
+        header = next(csv.reader(f))
+    assert {"expression_weights", "identity_coefficients", "residual"} <= set(header)
+
+    albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
+    train_main(["finetune", "--steps", "1", "--config", "tiny", "--regions", "4", "--linear-basis", "--batch-size", "2",
+                "--albedo", str(albedo), "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "5",
+                "--out", str(tmp_path / "stage3"), "--geometry-from", str(stage1 / "checkpoint.pt"),
+                "--texture-from", str(folder), "--anchor-weight", "5"])
+    state = torch.load(tmp_path / "stage3" / "checkpoint.pt", weights_only=False)
+    assert state["config"]["geometry"]["linear_basis"] is True and state["batchnorm"] == "folded" and state["step"] == 1

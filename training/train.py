@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from training.models import PRESETS
-from training.stages.common import GEOMETRY_LOSS_ABLATIONS
-from training.stages.finetune import FinetuneSettings, train_finetune
+from training.stages.common import GEOMETRY_LOSS_ABLATIONS, GeometryLossWeights
+from training.stages.finetune import FinetuneLossWeights, FinetuneSettings, train_finetune
 from training.stages.geometry import StageSettings, train_geometry
 from training.stages.texture import TextureStageSettings, train_texture
 
@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size, help="stage 1")
     parser.add_argument("--geometry-losses", choices=list(GEOMETRY_LOSS_ABLATIONS), default="full",
                         help="stage 1: L_gs in full, or one of the paper's Table III ablations")
+    parser.add_argument("--asm-weight", type=float, default=GeometryLossWeights.asm,
+                        help="L_asm's weight in L_gs (stage 1, and stage 3's synthetic anchor); the paper's 1")
+    parser.add_argument("--anchor-weight", type=float, default=FinetuneLossWeights.anchor,
+                        help="stage 3: the weight of stage 1's L_gs on synthetic faces, which keeps the 3D shape")
+    parser.add_argument("--linear-basis", action="store_true",
+                        help="A_id and A_exp from ICT's linear model at predicted coefficients plus the decoders' "
+                        "residual (GeometryConfig.linear_basis); a run may add it to a network trained without it")
     parser.add_argument("--regions", type=int, default=16, help="n, the texture stream's soft regions (8, 16, 32)")
     parser.add_argument("--position-pooling", action="store_true",
                         help="the encoder also pools where its last feature maps' activation lies (GeometryConfig."
@@ -64,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the texture stream as a plain encoder-decoder: no skips, no SSRPM/SRSM (an ablation)")
     parser.add_argument("--features", type=Path, help="stage 2: a stage-1 checkpoint whose encoder gives L_con's features")
     parser.add_argument("--p-t-noise", type=float, default=TextureStageSettings.p_t_noise, help="stage 2")
-    parser.add_argument("--geometry-from", type=Path, help="stage 3: the stage-1 checkpoint (or a model-store version folder) to start from")
+    parser.add_argument("--geometry-from", type=Path, help="stage 3: the stage-1 checkpoint (or a model-store version "
+                        "folder) to start from; stage 1: a checkpoint or store to start from instead of random weights")
     parser.add_argument("--texture-from", type=Path, help="stage 3: the stage-2 checkpoint (or a model-store version folder) to start from")
     parser.add_argument("--extra-landmarks", type=Path, help="stage 3: a `python -m training.photos` file; its photos "
                         "make half of every batch")
@@ -89,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, texture=replace(cfg.texture, plain=True))
     if args.position_pooling:
         cfg = replace(cfg, geometry=replace(cfg.geometry, position_pooling=True))
+    if args.linear_basis:
+        cfg = replace(cfg, geometry=replace(cfg.geometry, linear_basis=True))
+    geometry_weights = replace(GEOMETRY_LOSS_ABLATIONS[args.geometry_losses], asm=args.asm_weight)
 
     def common(stage_cls, steps, minutes):
         given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr}
@@ -101,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
             settings = StageSettings(real_batch_size=args.real_batch_size, profiled_batch_size=args.profiled,
                                      **common(StageSettings, steps, minutes))
             return train_geometry(cfg, out, settings, args.device, args.fitted, args.photos, args.albedo,
-                                  GEOMETRY_LOSS_ABLATIONS[args.geometry_losses])
+                                  geometry_weights, geometry_from)
         if args.albedo is None:
             parser.error(f"stage {stage} needs --albedo (the albedo model)")
         if stage == "texture":
@@ -117,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
                                     **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
-                              args.device, extra)
+                              args.device, extra, FinetuneLossWeights(anchor=args.anchor_weight), geometry_weights)
 
     if args.stage == "all":
         steps = [int(n) for n in args.stage_steps.split(",")]

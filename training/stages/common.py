@@ -5,13 +5,17 @@ builds them from ground truth, stage 3 from the geometry stream's output)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 
 from training import losses
+from training.checkpoints import stream_weights
 from training.evaluate.metrics import nme_2d
+from training.export.from_store import checkpoint_from_store
 from training.facemodel import UVFaceModel
+from training.models import GeometryStream, NetworkConfig
 from training.models.pose import pose_to_camera
 
 VALIDATION_SEED = 999_999  # the synthetic validation batches, disjoint from the training seed
@@ -25,6 +29,12 @@ class GeometryLossWeights:
     symmetry: float = 0.5
     laplacian: float = 1e-3
     region_weighting: bool = True  # W in L_asm; off, A_id's error is a plain masked MSE
+    # With a linear basis (GeometryConfig.linear_basis): the squared error of the 53 blendshape weights
+    # and of the 100 identity coefficients where a batch knows them (synthetic and profiled faces), and
+    # the decoders' residual kept small (its mean square over the UV mask). Unused without one.
+    expression_weights: float = 0.1
+    identity_coefficients: float = 1e-3
+    residual: float = 1.0
 
 
 # The paper's Table III, one loss term added at a time (L_p is always on).
@@ -65,8 +75,24 @@ def geometry_loss(net_out, batch, targets: GeometryTargets, weights: GeometryLos
         "symmetry": losses.symmetry_loss(net_out.a_id, targets.mirror),
         "laplacian": losses.laplacian_loss(net_out.a_full, targets.mask),
     }
+    if net_out.id_coeffs is not None:
+        terms |= coefficient_terms(net_out, batch, targets.mask)
     terms["total"] = sum(getattr(weights, k) * v for k, v in terms.items())
     return terms
+
+
+def coefficient_terms(net_out, batch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The linear basis's terms of L_gs: squared coefficient errors (zero for a batch without true
+    coefficients, such as fitted photos, whose ICT fits are pseudo-ground truth in A only) and the
+    residuals' mean square over the (S, S) UV ``mask``."""
+    zero = net_out.id_coeffs.new_zeros(())
+    exp_gt, id_gt = getattr(batch, "exp_weights", None), getattr(batch, "id_coeffs", None)
+    inside = mask.sum() * 3 * net_out.id_residual.shape[0]
+    return {
+        "expression_weights": zero if exp_gt is None else (net_out.exp_weights - exp_gt).square().mean(),
+        "identity_coefficients": zero if id_gt is None else (net_out.id_coeffs - id_gt).square().mean(),
+        "residual": (net_out.id_residual.square().sum() + net_out.exp_residual.square().sum()) / inside,
+    }
 
 
 def project_landmarks(a_full: torch.Tensor, p_h: torch.Tensor, landmarks_uv: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -120,3 +146,50 @@ def uv_grid_from_geometry(a_full: torch.Tensor, p_h: torch.Tensor, image_size: i
     b, _, s, _ = a_full.shape
     screen = pose_to_camera(p_h, image_size).transform_points_screen(a_full.permute(0, 2, 3, 1).reshape(b, s * s, 3))
     return (2.0 * screen[..., :2] / image_size - 1.0).reshape(b, s, s, 2)
+
+
+# Geometry options a run may add to a network trained without them: each adds a part that starts at
+# zero (GeometryConfig's comments say what each does).
+GROWABLE = ("position_pooling", "linear_basis")
+
+
+def grows(cfg: NetworkConfig, start_config: dict) -> tuple[str, ...]:
+    """The ``GROWABLE`` options ``cfg`` adds to the start's network; raises if ``cfg`` differs from the
+    start in anything else (or drops an option the start had)."""
+    start = NetworkConfig.from_dict(start_config)
+    added = tuple(name for name in GROWABLE if getattr(cfg.geometry, name) and not getattr(start.geometry, name))
+    if replace(start, geometry=replace(start.geometry, **{name: True for name in added})) != cfg:
+        raise ValueError(f"the start was trained with another config than {cfg.name}")
+    return added
+
+
+def start_checkpoint(path: Path, cfg: NetworkConfig, device: torch.device) -> dict:
+    """A stage-1, 2 or 3 checkpoint file, or a model-store version folder read back from its ONNX
+    graphs, whose network is ``cfg``'s or grows into it (``grows``)."""
+    path = Path(path)
+    if path.is_dir():
+        start_from = checkpoint_from_store(path)
+        for stream in ("geometry_model", "texture_model"):
+            start_from[stream] = {k: v.to(device) for k, v in start_from[stream].items()}
+    else:
+        start_from = torch.load(path, map_location=device, weights_only=False)
+    try:
+        grows(cfg, start_from["config"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return start_from
+
+
+def grown_geometry_weights(net: GeometryStream, start: dict) -> dict:
+    """The state dict that starts ``net`` from checkpoint ``start`` (``start_checkpoint``): the start's
+    weights, and the parts ``net`` grows keep their initial values. Growing the position pooling
+    computes exactly what the start did. Growing the linear basis keeps the encoder and the PSN (pose,
+    light, albedo) but starts the shape again from the mean face: the attribute decoders, which gave
+    the whole maps, now give a residual on the basis, so their last layer is reset to zero."""
+    weights = net.state_dict() | stream_weights(start, "geometry")
+    if net.cfg.linear_basis and not NetworkConfig.from_dict(start["config"]).geometry.linear_basis:
+        for decoder in ("identity_decoder", "expression_decoder"):
+            for name in ("weight", "bias"):
+                weights[f"{decoder}.out.{name}"] = torch.zeros_like(weights[f"{decoder}.out.{name}"])
+    return weights
+

@@ -42,7 +42,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,7 @@ from tqdm import tqdm
 from training import losses
 from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.evaluate.metrics import nme_2d
-from training.export.from_store import FOLDED, checkpoint_from_store, freeze_batchnorm
+from training.export.from_store import FOLDED, freeze_batchnorm
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
 from training.jaw_marching import JawMarching
@@ -62,7 +62,8 @@ from training.models.pose import pose_to_camera
 from training.prefetch import Deadline, step_inputs
 from training.render import RenderSettings, render_mesh
 from training.stages.common import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, TextureInputs, geometry_loss,
-                                    landmark_heatmaps, landmark_nmes, project_landmarks, to_device, uv_grid_from_geometry)
+                                    grown_geometry_weights, landmark_heatmaps, landmark_nmes, project_landmarks,
+                                    start_checkpoint, to_device, uv_grid_from_geometry)
 from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
 from training.synth.profiling import BACKGROUND_PATCHES, ProfiledFaces, profile_generator
 
@@ -201,31 +202,12 @@ def profiled_nme(geometry, batches, landmarks_uv, device) -> float:
     return float(np.mean(nmes))
 
 
-def start_checkpoint(path: Path, cfg: NetworkConfig, device: torch.device) -> dict:
-    """A stage-1, 2 or 3 checkpoint file, or a model-store version folder read back from its ONNX graphs."""
-    path = Path(path)
-    if path.is_dir():
-        start_from = checkpoint_from_store(path)
-        for stream in ("geometry_model", "texture_model"):
-            start_from[stream] = {k: v.to(device) for k, v in start_from[stream].items()}
-    else:
-        start_from = torch.load(path, map_location=device, weights_only=False)
-    if not (cfg.matches(start_from["config"]) or adds_position_pooling(cfg, start_from["config"])):
-        raise ValueError(f"{path} was trained with another config than {cfg.name}")
-    return start_from
-
-
-def adds_position_pooling(cfg: NetworkConfig, start_config: dict) -> bool:
-    """Whether ``cfg`` is the start's network with the encoder's position pooling added (its layer
-    starts at zero, so the grown network computes what the start did)."""
-    start = NetworkConfig.from_dict(start_config)
-    return not start.geometry.position_pooling and replace(start, geometry=replace(start.geometry, position_pooling=True)) == cfg
-
-
 def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, geometry_from: Path, texture_from: Path,
                    fitted: Path, photos: Path, albedo: Path | None = None, device: str = "cpu",
-                   extra: tuple[Path, Path] | None = None) -> Path:
+                   extra: tuple[Path, Path] | None = None, weights: FinetuneLossWeights = FinetuneLossWeights(),
+                   anchor_weights: GeometryLossWeights = GeometryLossWeights()) -> Path:
     """Run (or resume) stage 3 into ``out`` from stage-1 and stage-2 checkpoints; returns the checkpoint path.
+    ``weights`` weigh L_pix, L_ali and the synthetic anchor; ``anchor_weights`` are the anchor's L_gs terms.
 
     ``extra`` = (a ``python -m training.photos`` landmarks file, its photo folder): more real photos,
     half of every batch (UTKFace in the paper's CelebA role); validation stays on the fitted photos.
@@ -235,7 +217,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     out.mkdir(parents=True, exist_ok=True)
     g, t = cfg.geometry, cfg.texture
     face_model = UVFaceModel.build(g.uv_size)
-    geometry = GeometryStream(g).to(dev)
+    geometry = GeometryStream(g, face_model).to(dev)
     texture = TextureStream(t, AlbedoModel.placeholder(t.albedo_dim, t.uv_size)).to(dev)  # buffers come from the checkpoint
     ckpt_path = out / "checkpoint.pt"
     ckpt = load_checkpoint(ckpt_path, cfg, dev)
@@ -260,10 +242,7 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
     else:
-        weights = stream_weights(starts["geometry"], "geometry")
-        if adds_position_pooling(cfg, starts["geometry"]["config"]):
-            weights = geometry.state_dict() | weights  # the new layer keeps its zeros
-        geometry.load_state_dict(weights)
+        geometry.load_state_dict(grown_geometry_weights(geometry, starts["geometry"]))
         texture.load_state_dict(stream_weights(starts["texture"], "texture"))
     renderer = FaceRenderer(face_model, g.image_size, dev)
     targets = GeometryTargets(face_model, dev)
@@ -282,7 +261,6 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         profiled = ProfiledFaces(fitted, profile_gen)
         held_out = ProfiledFaces(fitted, profile_gen, split="validation")
         profiled_val = [held_out.batch(VALIDATION_SEED, i, settings.batch_size) for i in range(4)] if len(held_out) else []
-    weights, anchor_weights = FinetuneLossWeights(), GeometryLossWeights()
     best = BestCheckpoint(out, "val_landmark_nme_mean" if profiled_val else "val_real_landmark_nme")
     log_path = out / "log.csv"
     new_log = not log_path.exists()

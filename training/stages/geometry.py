@@ -21,14 +21,20 @@ import torch
 from tqdm import tqdm
 
 from training.checkpoints import load_checkpoint, save_checkpoint
+from training.export.from_store import FOLDED, freeze_batchnorm
 from training.facemodel import UVFaceModel
 from training.fitting.crops import FittedPhotos
 from training.models import GeometryStream, NetworkConfig
 from training.prefetch import Deadline, step_inputs
-from training.stages.common import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, geometry_loss, landmark_nmes,
+from training.stages.common import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, geometry_loss,
+                                    grown_geometry_weights, landmark_nmes, start_checkpoint,
                                     to_device)
 from training.synth import SynthFaceGenerator, SynthSettings
 from training.synth.profiling import ProfiledFaces, profile_generator
+
+
+LOGGED_TERMS = ("total", "parametric", "asm", "symmetry", "laplacian")
+COEFFICIENT_TERMS = ("expression_weights", "identity_coefficients", "residual")  # with a linear basis
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,14 @@ def _real_batches(real: FittedPhotos | None, batch_size: int, device):
 
 def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, device: str = "cpu",
                    fitted: Path | None = None, photos: Path | None = None, albedo: Path | None = None,
-                   weights: GeometryLossWeights = GeometryLossWeights()) -> Path:
+                   weights: GeometryLossWeights = GeometryLossWeights(), start_from: Path | None = None) -> Path:
     """Run (or resume) stage 1 into ``out``; returns the checkpoint path. ``fitted`` (a
     ``training.fitting`` output folder) and ``photos`` (its photo folder) add real photos;
     ``albedo`` (a ``training.albedo`` npz) draws the synthetic albedo from it and supervises p_t;
-    ``weights`` are L_gs's (Table III's ablations switch terms off)."""
+    ``weights`` are L_gs's (Table III's ablations switch terms off). ``start_from`` (a checkpoint or
+    a model-store folder, ``start_checkpoint``) gives the first weights instead of a random start; its
+    network may grow into ``cfg`` (``grown_geometry_weights``), and a model store's folded BatchNorm
+    stays frozen, as in stage 3."""
     torch.manual_seed(settings.seed)
     dev = torch.device(device)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,22 +104,29 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
         if fitted is None or photos is None:
             raise ValueError("profiled faces need the fitted set and its photos")
         profiled = ProfiledFaces(fitted, profile_generator(face_model, photos, cfg.geometry.image_size, settings.seed))
-    net = GeometryStream(cfg.geometry).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    net = GeometryStream(cfg.geometry, face_model).to(dev)
     ckpt_path = out / "checkpoint.pt"
+    ckpt = load_checkpoint(ckpt_path, cfg, dev)
+    start = start_checkpoint(start_from, cfg, dev) if ckpt is None and start_from is not None else None
+    folded = (ckpt or start or {}).get("batchnorm") == FOLDED
+    if folded:
+        freeze_batchnorm(net)
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
     step = 0
-    if (ckpt := load_checkpoint(ckpt_path, cfg, dev)) is not None:
+    if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step = ckpt["step"]
+    elif start is not None:
+        net.load_state_dict(grown_geometry_weights(net, start))
+    logged = LOGGED_TERMS + (COEFFICIENT_TERMS if cfg.geometry.linear_basis else ())
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     with log_path.open("a", newline="") as log_file:
         log = csv.writer(log_file)
         if new_log:
-            log.writerow(["step", "seconds", "total", "parametric", "asm", "symmetry", "laplacian", "val_asm",
-                          "val_landmark_nme", "val_real_asm", "val_real_landmark_nme"])
-        start, deadline = time.time(), Deadline(settings.minutes)
+            log.writerow(["step", "seconds", *logged, "val_asm", "val_landmark_nme", "val_real_asm", "val_real_landmark_nme"])
+        started, deadline = time.time(), Deadline(settings.minutes)
         bar = tqdm(total=settings.steps, initial=step, desc="stage 1 geometry", unit="step")
         net.train()
 
@@ -134,13 +150,14 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
             out_of_time = deadline.passed()
             val = validate(net, gen, targets, settings, dev, real_val) if step % settings.validate_every == 0 else {}
             if step % settings.log_every == 0 or val:
-                row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "parametric", "asm", "symmetry", "laplacian")]
+                row = [step, round(time.time() - started, 1)] + [terms[k].item() for k in logged]
                 log.writerow(row + [val.get(k, "") for k in ("val_asm", "val_landmark_nme", "val_real_asm", "val_real_landmark_nme")])
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}", **({"val_nme": f"{val['val_landmark_nme']:.3f}"} if val else {}))
             if step % settings.checkpoint_every == 0 or step == settings.steps or out_of_time:
                 save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=cfg.as_dict(),
-                                step=step, stage="geometry", loss_weights=asdict(weights))
+                                step=step, stage="geometry", loss_weights=asdict(weights),
+                                batchnorm=FOLDED if folded else "trained")
             if out_of_time:
                 break
         bar.close()
