@@ -38,7 +38,9 @@ class FaceGeometry:
 
 def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
                pose_fields: list[str] | None = None) -> FaceGeometry:
-    """``outputs``: one face's geometry-graph outputs without the batch axis."""
+    """``outputs``: one face's geometry-graph outputs without the batch axis. A graph with a linear
+    basis gives the blendshape weights itself (``exp_weights``, bounded by construction); for one
+    without, they are fitted to A_exp."""
     a_id, a_exp = outputs["a_id"].astype(np.float64), outputs["a_exp"].astype(np.float64)
     a_full = a_id + a_exp
     vid = a_id[:, topo.rows, topo.cols].T
@@ -57,7 +59,8 @@ def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
     return FaceGeometry(
         a_full=a_full, vertices_id=vid, vertices_exp=vexp, camera=camera, crop=crop, screen=screen,
         landmarks_photo=landmarks_photo, landmarks_crop=lm_screen[:, :2],
-        blendshapes=fit_blendshapes(vexp, topo),
+        blendshapes=(outputs["exp_weights"].astype(np.float64) if "exp_weights" in outputs
+                     else fit_blendshapes(vexp, topo)),
         pose_degrees=(yaw, pitch, roll),
         translation_px=tuple(float(v) for v in crop.to_photo(origin[:2])),
         pixels_per_metre=pixels_per_canonical / metres_per_canonical,

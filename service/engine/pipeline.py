@@ -143,7 +143,7 @@ class Engine:
                                self.pose_fields)
                 outputs = run_geometry(self.geometry, np.stack([c.image for c in crops]), self.settings.mirror_average)
         with timer("decode_asm"):
-            geos = [decode_asm({k: out[i] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology,
+            geos = [decode_asm({k: out[i] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology,
                                self.pose_fields) for i, crop in enumerate(crops)]
         with timer("unwrap"):
             unwrapped = [unwrap(g, self.topology) for g in geos]

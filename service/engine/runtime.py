@@ -12,6 +12,8 @@ import onnxruntime as ort
 from service.model_store import ModelStore, ModelStoreError, find_model_store, load_model_store
 
 GEOMETRY_OUTPUTS = ("a_id", "a_exp", "p_t", "p_l", "p_h")
+# A network with a linear basis also gives ICT's identity coefficients and blendshape weights, after the above.
+COEFFICIENT_OUTPUTS = ("id_coeffs", "exp_weights")
 TEXTURE_INPUTS = ("p_t", "image", "heatmaps", "uv_grid", "uv_visibility")
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
@@ -87,8 +89,15 @@ class Model:
     def version(self) -> str:
         return self.store.version
 
+    @property
+    def geometry_outputs(self) -> tuple[str, ...]:
+        """What ``run_geometry`` returns, in order: ``GEOMETRY_OUTPUTS``, then the ``COEFFICIENT_OUTPUTS``
+        this graph has."""
+        names = {o["name"] for o in self.store.onnx_outputs("geometry")}
+        return GEOMETRY_OUTPUTS + tuple(n for n in COEFFICIENT_OUTPUTS if n in names)
+
     def run_geometry(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.geometry.run(list(GEOMETRY_OUTPUTS), feeds)
+        return self.geometry.run(list(self.geometry_outputs), feeds)
 
     def run_texture(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.texture.run(["albedo"], feeds)

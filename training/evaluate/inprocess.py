@@ -95,7 +95,7 @@ class InProcessModel:
         if recrop_box:
             (crop,) = recrop(photo, [box], [crop], outputs, self.topology, self.settings.crop_scale, self.pose_fields)
             outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
-        geo = decode_asm({k: out[0] for k, out in zip(GEOMETRY_OUTPUTS, outputs)}, crop, self.topology, self.pose_fields)
+        geo = decode_asm({k: out[0] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology, self.pose_fields)
         return tuple(float(v) for v in box), box_from, outputs, geo
 
     def reconstruct(self, photo: np.ndarray, box: Box | None = None) -> Reconstruction:
