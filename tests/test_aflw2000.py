@@ -206,3 +206,20 @@ def test_evaluate_keeps_each_scored_photo(tmp_path):
         row = result["per_photo"][s.name]
         assert row["yaw_bin"] in aflw2000.BINS and row["nme_2d"] > 0
     assert np.mean([r["nme_2d"] for r in result["per_photo"].values()]) == pytest.approx(result["nme_2d"]["overall"])
+
+
+def test_cli_scores_the_mean_face_under_the_models_own_pose(tmp_path, tiny_model):
+    """The 3D NME's baseline: ICT's mean face placed by the model's predicted pose, a row beside the model's."""
+    if not DATA.is_dir():
+        pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
+    pytest.importorskip("dlib")
+    import json
+
+    from training.evaluate.__main__ import main
+
+    main(["aflw2000", "--data", str(DATA), "--limit", "3", "--model", str(tiny_model), "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "aflw2000.json").read_text())
+    baseline, model = results["mean face under tiny 0.0.1's pose"], results["tiny 0.0.1, in-process"]
+    assert baseline["nme_3d"]["overall"] > 0 and model["nme_3d"]["overall"] > 0
+    assert baseline["nme_3d"]["overall"] != model["nme_3d"]["overall"]
+    assert "mean face under tiny 0.0.1's pose" in (tmp_path / "aflw2000.md").read_text()

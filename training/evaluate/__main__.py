@@ -166,6 +166,8 @@ def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = 
             recropped = ", recropped" if detector and model.settings.recrop_detected else ""
             label = f"{model.label}, in-process{suffix}{recropped}" + (", mirror-averaged" if mirror else "")
             results[label] = aflw2000.evaluate(model.landmark_predictor(detector), samples)
+            if not (mirror or detector):  # the 3D NME's baseline: the same placement, the mean face's shape
+                results[f"mean face under {model.label}'s pose"] = aflw2000.evaluate(model.mean_shape_predictor(), samples)
     if url:
         results["service" + suffix] = aflw2000.evaluate(aflw2000.service_predictor(url, detector), samples)
     boxes = ("the model's rows: the service's own detection (largest face; photos without one are counted as "

@@ -115,6 +115,22 @@ class InProcessModel:
         return Reconstruction(box=box, box_from=box_from, geometry=geo, unwrapped=unwrapped,
                               albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
 
+    def mean_shape_predictor(self):
+        """The 3D baseline under this model's own placement: ICT's mean face (neutral identity, no
+        expression) decoded with the model's predicted pose on the ground-truth box, so that the
+        landmark error it scores is the shape's alone."""
+        from training.facemodel import UVFaceModel
+
+        mean_face = UVFaceModel.build(self.model.store.uv_size).identity_map().transpose(2, 0, 1)
+
+        def predict(image, box):
+            _, _, outputs, geo = self.geometry(image, box, False)
+            face = {k: out[0] for k, out in zip(self.model.geometry_outputs, outputs) if k != "exp_weights"}
+            face |= {"a_id": mean_face, "a_exp": np.zeros_like(mean_face)}
+            return decode_asm(face, geo.crop, self.topology, self.pose_fields).landmarks_photo
+
+        return predict
+
     def landmark_predictor(self, use_detector: bool = False, recrop_box: bool | None = None):
         """An ``aflw2000.Predictor``: (68, 3) landmarks in photo pixels, as the service's JSON gives them
         (``recrop_box`` as for :meth:`geometry`)."""
