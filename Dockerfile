@@ -36,6 +36,7 @@ RUN useradd --create-home --uid 10001 facerecon
 COPY --from=build /wheels /wheels
 RUN python -m pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 WORKDIR /app
+# service/ includes assets/yunet: the face detector the service needs at run time, with its MIT licence.
 COPY --chown=facerecon service ./service
 # Only what the page imports (the three.js build and its example modules), at the path the app serves.
 COPY --from=viewer --chown=facerecon /viewer/node_modules/three/package.json /viewer/node_modules/three/LICENSE \

@@ -40,8 +40,8 @@ class Options(BaseModel):
     faces: FaceSelection = FaceSelection.largest
     box: tuple[float, float, float, float] | None = Field(
         None, description="x0,y0,x1,y1 in input pixels (after EXIF orientation); skips detection and is used "
-                          "as given, without the recrop a detected face gets: the face's 68-landmark bounding box "
-                          "suits it best (the crop is crop_scale x its longer side)")
+                          "as given: the face's 68-landmark bounding box suits it best (the crop is crop_scale x its "
+                          "longer side)")
     texture_size: int | None = Field(None, ge=16, description="side of the square texture; server default if absent")
     mesh: MeshKind = MeshKind.full
 
@@ -87,8 +87,9 @@ class Quality(BaseModel):
 
 class Face(BaseModel):
     box: tuple[float, float, float, float]
-    score: float | None = Field(description="detector score (dlib's SVM margin); null for a caller's box")
-    detector: str
+    score: float | None = Field(description="detector score: YuNet's confidence in [0, 1], dlib HOG's SVM margin or "
+                                            "CNN's confidence; null for a caller's box")
+    detector: str = Field(description="what found the face: yunet, hog, cnn, or caller (the request's box)")
     landmarks68: list[tuple[float, float, float]] = Field(
         description="68 iBUG landmarks [x, y, z] in input pixels; z in the same scale, positive away from "
                     "the camera, relative to the head origin. Fixed points of the reconstructed face, as "

@@ -33,16 +33,23 @@ class Settings(BaseSettings):
     image_formats: list[str] = ["JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "PPM"]
 
     # Detection
-    detect_max_side: int = Field(640, ge=64)  # dlib runs on a copy scaled to this long side
-    detect_upsample: int = Field(0, ge=0, le=2)
-    cnn_fallback: bool = False  # dlib's CNN detector when HOG finds nothing (about 1 s on a CPU)
+    # yunet: OpenCV's FaceDetectorYN with service/assets/yunet (sha256-checked at start-up); hog, cnn: dlib's
+    # (cnn about 1 s a photo on a CPU). docs/detection.md compares them.
+    detector: Literal["yunet", "hog", "cnn"] = "yunet"
+    # YuNet's model file; start-up refuses one whose sha256 is not the shipped file's.
+    yunet_path: Path = Path(__file__).resolve().parent / "assets" / "yunet" / "face_detection_yunet_2023mar.onnx"
+    detect_score_threshold: float = Field(0.5, ge=0.0, le=1.0)  # YuNet's faces scoring less are dropped
+    # Detection runs on a copy whose long side is at most this (service.engine.detect.detection_scale);
+    # in a larger photo YuNet finds faces from 32 px x long side / detect_max_side.
+    detect_max_side: int = Field(640, ge=64)
+    detect_upsample: int = Field(0, ge=0, le=2)  # dlib only
     min_face_px: int = Field(40, ge=1)  # smaller faces (box side in input pixels) are refused
     crop_scale: float = Field(1.6, gt=1.0)  # crop side / face box side; matches the training crops
-    # A detected face runs the geometry graph twice, the second time on a crop around the first pass's
-    # landmarks, the box the network learnt on (service.engine.recrop): on AFLW2000-3D with the
-    # service's detection the mean of the yaw bins' NME falls from 8.96 to 6.40 % (0.7.0), for one
-    # more geometry graph run per request.
-    recrop_detected: bool = True
+    # A detected face may run the geometry graph twice, the second time on a crop around the first pass's
+    # landmarks (service.engine.recrop). It pays for dlib's box (AFLW2000-3D mean of the yaw bins' NME
+    # 8.96 -> 6.40 %, 0.7.0) and not for YuNet's calibrated crop box (7.81 -> 9.13 %). None: recrop
+    # for hog and cnn only (Settings.recrops).
+    recrop_detected: bool | None = None
     # Geometry on the crop and its mirror image, averaged (service.engine.mirror): a second row per face
     # in the geometry batch for a lower landmark error. Off by default: on 2 CPU cores it adds 20-40 ms
     # (p50 at or over the 150 ms goal); on a GPU it is nearly free. Needs a left-right symmetric UV layout.
@@ -76,3 +83,8 @@ class Settings(BaseSettings):
     job_shutdown_s: float = Field(10.0, ge=0)  # how long shutdown waits for running jobs; the rest re-run
     # Redis only: a job claimed by a process that stops renewing it (dead, hung) runs again after this.
     job_lease_s: float = Field(30.0, gt=0)
+
+    @property
+    def recrops(self) -> bool:
+        """Whether a detected face gets the second geometry pass (``recrop_detected``, or by detector)."""
+        return self.detector != "yunet" if self.recrop_detected is None else self.recrop_detected

@@ -81,6 +81,24 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
+PROBLEM = "application/problem+json"
+
+
+def post(client, data: bytes, filename: str = "photo.jpg", **options):
+    return client.post("/v1/reconstruct", files={"image": (filename, data, "application/octet-stream")},
+                       data={k: str(v) for k, v in options.items()})
+
+
+def assert_problem(response, status: int, slug: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    if slug:
+        assert body["type"].endswith("/" + slug), body
+    return body
+
+
 def noise_image(mode: str = "RGB", size: tuple[int, int] = (200, 160), seed: int = 0) -> Image.Image:
     rng = np.random.default_rng(seed)
     rgb = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))

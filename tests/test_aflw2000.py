@@ -89,9 +89,9 @@ def test_cli_baselines_on_real_images(tmp_path):
     assert 0 < dlib_nme < results["mean face in the box"]["nme_2d"]["overall"]
 
 
-def test_cli_scores_the_services_own_detection_with_its_recrop(tmp_path, tiny_model):
-    """``--detector``: the model's rows come from the service's detector and recrop (their labels say so,
-    and the header), every photo is either scored or counted as a miss."""
+def test_cli_scores_the_services_own_detection(tmp_path, tiny_model):
+    """``--detector``: the model's rows come from the service's detector, YuNet, without a recrop (their
+    labels say so, and the header), every photo is either scored or counted as a miss."""
     if not DATA.is_dir():
         pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
     pytest.importorskip("dlib")
@@ -101,7 +101,7 @@ def test_cli_scores_the_services_own_detection_with_its_recrop(tmp_path, tiny_mo
 
     main(["aflw2000", "--data", str(DATA), "--limit", "4", "--model", str(tiny_model), "--detector", "--out", str(tmp_path)])
     results = json.loads((tmp_path / "aflw2000.json").read_text())
-    label = "tiny 0.0.1, in-process (own detection), recropped"
+    label = "tiny 0.0.1, in-process (own detection)"
     assert {label, label + ", mirror-averaged"} <= set(results)
     scored = results[label]["nme_2d"]
     assert (sum(scored["n"].values()) if scored else 0) + len(results[label]["failures"]) == 4
@@ -139,12 +139,13 @@ def test_cli_boxes_scores_both_boxes_with_and_without_the_recrop(tmp_path, tiny_
 
     main(["boxes", "--model", str(tiny_model), "--data", str(DATA), "--limit", "4", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "boxes.json").read_text())
-    assert set(result["nme"]) == {f"{box}, {passes}" for box in ("ground truth's landmark box", "service's detector box")
-                                  for passes in ("one pass", "recropped")}
+    boxes = ("ground truth's landmark box", "service's detector (yunet)")
+    assert set(result["nme"]) == {f"{box}, {passes}" for box in boxes for passes in ("one pass", "recropped")}
     given = result["nme"]["ground truth's landmark box, one pass"]
     assert sum(given["nme_2d"]["n"].values()) == 4 and not given["failures"]
-    found = sum(group["n"] for group in result["detector_offsets"].values())
-    assert found + len(result["nme"]["service's detector box, one pass"]["failures"]) == 4
+    found = result["found"]
+    assert found == result["detector_offsets"]["all"]["n"] == result["crop_box_offsets"]["all"]["n"]
+    assert found + len(result["nme"]["service's detector (yunet), one pass"]["failures"]) == 4
     assert "side ratio" in (tmp_path / "boxes.md").read_text()
 
 

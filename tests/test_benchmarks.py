@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from service_fixtures import tiny_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,19 @@ def test_graph_benchmark_on_the_tiny_store(tmp_path, tmp_path_factory, kit):
     table = out.read_text()
     assert "CPUExecutionProvider" in table and table.count("| geometry |") == 2 and table.count("| texture |") == 2
     assert graphs.main(["--model-store", str(store), "--providers", "NoSuchExecutionProvider"]) == 2
+
+
+def test_detect_benchmark_times_both_detectors(tmp_path):
+    """benchmarks/detect.py times YuNet and HOG on the same photo at both sizes and writes its table."""
+    spec = importlib.util.spec_from_file_location("detect_bench", ROOT / "benchmarks" / "detect.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    if not bench.DEFAULT_PHOTO.is_file():
+        pytest.skip(f"{bench.DEFAULT_PHOTO} absent")
+    out = tmp_path / "detect.md"
+    assert bench.main(["--runs", "1", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith(("| 640x480", "| 4000x3000"))]
+    assert len(rows) == 2 and all(row.split("|")[5].strip() == "2" for row in rows)  # YuNet finds both faces
 
 
 def test_tensorrt_options_cover_every_input_over_the_batch_range():

@@ -20,10 +20,9 @@ from service.app import create_app
 from service.engine.batching import MicroBatcher
 from service.engine.decode import decode_image
 from service.settings import Settings
-from service_fixtures import encode, noise_image, photo_bytes, photo_path, ready_client, tiny_store
-
-PROBLEM = "application/problem+json"
-
+from service_fixtures import (
+    assert_problem, encode, noise_image, photo_bytes, photo_path, post, ready_client, tiny_store,
+)
 
 @pytest.fixture(scope="session")
 def store_root(tmp_path_factory, kit):
@@ -46,21 +45,6 @@ def topology(store_root):
 @pytest.fixture(scope="session")
 def photo() -> bytes:
     return photo_bytes()
-
-
-def post(client, data: bytes, filename: str = "photo.jpg", **options):
-    return client.post("/v1/reconstruct", files={"image": (filename, data, "application/octet-stream")},
-                       data={k: str(v) for k, v in options.items()})
-
-
-def assert_problem(response, status: int, slug: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    if slug:
-        assert body["type"].endswith("/" + slug), body
-    return body
 
 
 # --- health, metadata, headers ---------------------------------------------------------------------
@@ -99,7 +83,7 @@ def test_json_figures_on_a_real_photo(client, photo, topology):
     body = response.json()
     assert body["model"] == {"name": "tiny", "version": "0.0.1"}
     (face,) = body["faces"]
-    assert face["detector"] == "hog" and face["score"] > 0
+    assert face["detector"] == "yunet" and face["score"] > 0
     x0, y0, x1, y1 = face["box"]
     assert 0 <= x0 < x1 <= 413 and 0 <= y0 < y1 <= 551
     assert len(face["landmarks68"]) == 68 and all(len(p) == 3 for p in face["landmarks68"])
@@ -156,25 +140,6 @@ def test_mesh_kinds(client, photo, topology, mesh_kind):
     assert response.status_code == 200, response.text
     (mesh,) = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False).geometry.values()
     assert len(mesh.vertices) == int(topology["uv_mask"].sum())
-
-
-def test_all_faces(client):
-    path = photo_path("emma.jpg")
-    if not path.is_file():
-        pytest.skip(f"{path} absent")
-    faces = post(client, path.read_bytes(), format="json", faces="all").json()["faces"]
-    assert len(faces) == 2
-    assert faces[0]["box"] != faces[1]["box"]
-
-
-def test_small_face_found_by_the_upsampled_retry(client):
-    """einstein.jpg's face is ~60 px after the detector's downscale: HOG alone misses it."""
-    path = photo_path("einstein.jpg")
-    if not path.is_file():
-        pytest.skip(f"{path} absent")
-    (face,) = post(client, path.read_bytes(), format="json").json()["faces"]
-    x0, y0, x1, y1 = face["box"]
-    assert 40 < x1 - x0 < 120 and 550 < y0 < 700
 
 
 # --- bad input -------------------------------------------------------------------------------------

@@ -67,7 +67,7 @@ def test_glb_validates_with_zero_errors(client, validate, case):
         "caller box": (encode(noise_image(), "PNG"), boxed),
         "photo texture": (encode(noise_image(), "PNG"), {**boxed, "texture": "photo"}),
         "real photo": (lambda: photo("JianzhuGuo.jpg"), {"texture": "shaded"}),
-        "two faces": (lambda: photo("emma.jpg"), {"faces": "all"}),
+        "two faces": (lambda: photo("trump_hillary.jpg"), {"faces": "all"}),
         "identity mesh": (encode(noise_image(), "PNG"), {**boxed, "mesh": "identity"}),
     }[case]
     image = image() if callable(image) else image

@@ -98,17 +98,18 @@ def post_json(client, **options):
     return response.json()
 
 
-@pytest.mark.parametrize("recrop_detected", [True, False])
+@pytest.mark.parametrize("recrop_detected", [True, False, None])
 def test_the_service_and_the_evaluation_run_the_same_passes(tiny_model, tmp_path, recrop_detected):
-    """A detected face is recropped (when the setting says so), a caller's box never; the in-process
-    model the evaluation scores gives the service's own landmarks either way."""
+    """A detected face is recropped when the setting says so (None: not after YuNet, the default
+    detector), a caller's box never; the in-process model the evaluation scores gives the service's own
+    landmarks either way."""
     settings = Settings(model_store=tiny_model.parents[1], recrop_detected=recrop_detected, job_store=str(tmp_path / "jobs.db"))
     rgb = np.asarray(Image.open(io.BytesIO(photo_bytes())).convert("RGB"))
     model = InProcessModel(tiny_model, settings)
     with ready_client(create_app(settings)) as client:
         detected = post_json(client)
         (face,) = detected["faces"]
-        assert ("recrop" in detected["timings_ms"]) == recrop_detected
+        assert ("recrop" in detected["timings_ms"]) == bool(recrop_detected)
         np.testing.assert_allclose(face["landmarks68"], model.landmark_predictor(use_detector=True)(rgb, None), atol=2e-3)
         box = ",".join(str(v) for v in face["box"])
         given = post_json(client, box=box)

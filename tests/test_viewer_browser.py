@@ -58,7 +58,7 @@ def chromium_path() -> str:
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory, kit):
     build_viewer()
-    # Default detection settings: einstein.jpg's face (~60 px) is found by the detector's upsampled retry.
+    # Default detection settings (YuNet), as a user gets them.
     store = os.environ.get("FACERECON_VIEWER_MODEL_STORE") or tiny_store(tmp_path_factory, kit)
     app = create_app(Settings(model_store=store, default_texture_size=128,
                               job_store=str(tmp_path_factory.mktemp("viewer_jobs") / "jobs.db")))

@@ -24,7 +24,7 @@ from .align import crop_face
 from .asm_decode import FaceGeometry, decode_asm
 from .batching import MicroBatcher
 from .decode import decode_image
-from .detect import Face, FaceDetector, LandmarkPredictor, dlib_model_path
+from .detect import Face, LandmarkPredictor, dlib_model_path, make_detector
 from .export import MEDIA_TYPES, export_glb, export_json, export_obj_zip
 from .fuse import fuse_mesh
 from .mirror import require_mirror_ready, run_geometry
@@ -77,7 +77,9 @@ class Engine:
         self.pose_fields = self.model.store.manifest["camera"].get("pose_fields")
         if settings.mirror_average:
             require_mirror_ready(self.topology, f"{self.model.name} {self.model.version}")
-        self.detector = FaceDetector(settings.detect_max_side, settings.detect_upsample, settings.cnn_fallback)
+        # A missing or altered detector model stops start-up here (readiness reports it).
+        self.detector = make_detector(settings.detector, settings.detect_score_threshold, settings.min_face_px,
+                                      settings.detect_max_side, settings.detect_upsample, settings.yunet_path)
         predictor_path = dlib_model_path("shape_predictor_68_face_landmarks.dat")
         self.landmarks = LandmarkPredictor(predictor_path) if predictor_path else None
         delay = settings.max_batch_delay_ms / 1000.0
@@ -133,11 +135,11 @@ class Engine:
         with timer("detect"):
             faces = self.select_faces(photo, options)
         with timer("align"):
-            crops = [crop_face(photo, f.box, self.model.store.input_size, self.settings.crop_scale) for f in faces]
+            crops = [crop_face(photo, f.crop_box, self.model.store.input_size, self.settings.crop_scale) for f in faces]
             dlib_landmarks = [self.landmarks(photo, f.box) if self.landmarks else None for f in faces]
         with timer("geometry"):
             outputs = run_geometry(self.geometry, np.stack([c.image for c in crops]), self.settings.mirror_average)
-        if options.box is None and self.settings.recrop_detected:
+        if options.box is None and self.settings.recrops:
             with timer("recrop"):
                 crops = recrop(photo, [f.box for f in faces], crops, outputs, self.topology, self.settings.crop_scale,
                                self.pose_fields)
@@ -193,9 +195,10 @@ class Engine:
             return [face]
         found = self.detector(photo)
         if not found:
-            raise errors.no_face(f"no face found in the {w}x{h} image (faces under about "
-                                 f"{80 * max(h, w) / self.settings.detect_max_side:.0f} px may be missed; "
-                                 "pass `box` to skip detection)")
+            smallest = max(minimum, self.detector.smallest_face(h, w))
+            raise errors.no_face(f"no face found in the {w}x{h} image (faces under about {smallest:.0f} px may be "
+                                 "missed; pass `box` to skip detection)")
+        # Largest box first (the detectors sort so): `largest` takes the first, `all` every one big enough.
         big = [f for f in found if f.side >= minimum]
         if not big:
             raise errors.face_too_small(found[0].side, minimum)

@@ -163,7 +163,7 @@ def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = 
 
         for mirror in (False, True):  # the service's default, and with FACERECON_MIRROR_AVERAGE
             model = InProcessModel(model_dir, Settings(mirror_average=mirror))
-            recropped = ", recropped" if detector and model.settings.recrop_detected else ""
+            recropped = ", recropped" if detector and model.settings.recrops else ""
             label = f"{model.label}, in-process{suffix}{recropped}" + (", mirror-averaged" if mirror else "")
             results[label] = aflw2000.evaluate(model.landmark_predictor(detector), samples)
             if not (mirror or detector):  # the 3D NME's baseline: the same placement, the mean face's shape

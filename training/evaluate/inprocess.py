@@ -17,7 +17,7 @@ import numpy as np
 
 from service.engine.align import crop_face
 from service.engine.asm_decode import FaceGeometry, decode_asm
-from service.engine.detect import FaceDetector
+from service.engine.detect import Detector, Face, make_detector
 from service.engine.mirror import require_mirror_ready, run_geometry
 from service.engine.recrop import Box, recrop
 from service.engine.runtime import GEOMETRY_OUTPUTS, Model
@@ -55,21 +55,22 @@ class InProcessModel:
         self.pose_fields = self.model.store.manifest["camera"].get("pose_fields")
         names = [o["name"] for o in self.model.store.onnx_outputs("texture")]
         self.texture_outputs = [n for n in ("albedo", "linear_albedo") if n in names]
-        self._detector: FaceDetector | None = None
+        self._detector: Detector | None = None
 
     @property
     def label(self) -> str:
         return f"{self.model.name} {self.model.version}"
 
-    def detect(self, photo: np.ndarray) -> tuple[Box, str]:
+    def detect(self, photo: np.ndarray) -> Face:
         """The largest face the service's detector finds; LookupError when none (the service's 422)."""
         if self._detector is None:
             s = self.settings
-            self._detector = FaceDetector(s.detect_max_side, s.detect_upsample, s.cnn_fallback)
+            self._detector = make_detector(s.detector, s.detect_score_threshold, s.min_face_px, s.detect_max_side,
+                                           s.detect_upsample, s.yunet_path)
         faces = self._detector(photo)
         if not faces:
             raise LookupError(f"no face found in the {photo.shape[1]}x{photo.shape[0]} image")
-        return faces[0].box, faces[0].detector
+        return faces[0]
 
     def geometry(self, photo: np.ndarray, box: Box | None = None,
                  recrop_box: bool | None = None) -> tuple[Box, str, list[np.ndarray], FaceGeometry]:
@@ -81,22 +82,28 @@ class InProcessModel:
         Faces below the service's ``min_face_px`` raise LookupError, as the service refuses them (422).
         """
         if box is None:
-            box, box_from = self.detect(photo)
+            face = self.detect(photo)
         else:  # clipped to the photo as the service clips a caller's box
             h, w = photo.shape[:2]
-            box, box_from = (min(box[0], w), min(box[1], h), min(box[2], w), min(box[3], h)), "landmarks"
-        side = min(box[2] - box[0], box[3] - box[1])
-        if side < self.settings.min_face_px:
-            raise LookupError(f"face box side {side:.0f} px is below the service's minimum {self.settings.min_face_px}")
-        crop = crop_face(photo, box, self.model.store.input_size, self.settings.crop_scale)
+            face = Face((min(box[0], w), min(box[1], h), min(box[2], w), min(box[3], h)), None, "landmarks")
+        return self.geometry_of(photo, face, recrop_box)
+
+    def geometry_of(self, photo: np.ndarray, face: Face,
+                    recrop_box: bool | None = None) -> tuple[Box, str, list[np.ndarray], FaceGeometry]:
+        """:meth:`geometry` for a face already located: the first crop around its ``crop_box``."""
+        if face.side < self.settings.min_face_px:
+            raise LookupError(f"face box side {face.side:.0f} px is below the service's minimum "
+                              f"{self.settings.min_face_px}")
+        crop = crop_face(photo, face.crop_box, self.model.store.input_size, self.settings.crop_scale)
         outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
         if recrop_box is None:
-            recrop_box = box_from != "landmarks" and self.settings.recrop_detected
+            recrop_box = face.detector != "landmarks" and self.settings.recrops
         if recrop_box:
-            (crop,) = recrop(photo, [box], [crop], outputs, self.topology, self.settings.crop_scale, self.pose_fields)
+            (crop,) = recrop(photo, [face.box], [crop], outputs, self.topology, self.settings.crop_scale,
+                             self.pose_fields)
             outputs = run_geometry(self.model.run_geometry, crop.image[None], self.settings.mirror_average)
         geo = decode_asm({k: out[0] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology, self.pose_fields)
-        return tuple(float(v) for v in box), box_from, outputs, geo
+        return tuple(float(v) for v in face.box), face.detector, outputs, geo
 
     def reconstruct(self, photo: np.ndarray, box: Box | None = None) -> Reconstruction:
         """Geometry as :meth:`geometry`, then the unwrap and texture.onnx (both its outputs)."""
