@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="stage 1: L_gs in full, or one of the paper's Table III ablations")
     parser.add_argument("--asm-weight", type=float, default=GeometryLossWeights.asm,
                         help="L_asm's weight in L_gs (stage 1, and stage 3's synthetic anchor); the paper's 1")
+    parser.add_argument("--coefficient-weights", type=float, nargs=2, metavar=("EXPRESSION", "IDENTITY"),
+                        default=(GeometryLossWeights.expression_weights, GeometryLossWeights.identity_coefficients),
+                        help="with --linear-basis: the weights of the blendshape-weight and identity-coefficient errors in L_gs")
     parser.add_argument("--anchor-weight", type=float, default=FinetuneLossWeights.anchor,
                         help="stage 3: the weight of stage 1's L_gs on synthetic faces, which keeps the 3D shape")
     parser.add_argument("--linear-basis", action="store_true",
@@ -99,7 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, geometry=replace(cfg.geometry, position_pooling=True))
     if args.linear_basis:
         cfg = replace(cfg, geometry=replace(cfg.geometry, linear_basis=True))
-    geometry_weights = replace(GEOMETRY_LOSS_ABLATIONS[args.geometry_losses], asm=args.asm_weight)
+    geometry_weights = replace(GEOMETRY_LOSS_ABLATIONS[args.geometry_losses], asm=args.asm_weight,
+                               expression_weights=args.coefficient_weights[0],
+                               identity_coefficients=args.coefficient_weights[1])
 
     def common(stage_cls, steps, minutes):
         given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr}
