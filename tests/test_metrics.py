@@ -101,3 +101,17 @@ def test_expression_error_of_a_perfect_and_a_neutral_predictor(uv_models):
     baseline = evaluate_expressions(mean_face_predictor(model), model, 32, size=21, batch_size=21)
     assert baseline == neutral
     assert set(neutral["by_category"]) == {"neutral", "anger", "disgust", "fear", "happy", "sad", "surprise"}
+
+
+def test_ridge_probe_recovers_a_linear_map_and_reports_what_it_explains():
+    from training.evaluate.probe import explained, fit_ridge
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 6))
+    w = rng.standard_normal((6, 3))
+    y = x @ w + 0.5
+    got = fit_ridge(x, y, 1e-6)
+    np.testing.assert_allclose(got[:6], w, atol=1e-4)
+    np.testing.assert_allclose(got[6], 0.5, atol=1e-4)
+    assert explained(y, np.c_[x, np.ones(400)] @ got) == pytest.approx(1, abs=1e-6)
+    assert explained(y, np.broadcast_to(y.mean(0), y.shape)) == pytest.approx(0, abs=1e-9)

@@ -5,6 +5,7 @@
     python -m training.evaluate texture --model DIR --photos ../shared/eval/photos [--aflw DIR --limit N] [--grid PNG]
     python -m training.evaluate all --model DIR [--url URL] [--albedo NPZ] [--grid PNG]
     python -m training.evaluate boxes --model DIR [--data DIR --limit N]
+    python -m training.evaluate probe --model DIR [--train-faces N --size N]
     python -m training.evaluate compare A/aflw2000.json B/aflw2000.json [--row-a NAME --row-b NAME]
     python -m training.evaluate ablations --geometry-runs RUN… --texture-runs RUN… --base-geometry CKPT --albedo NPZ
 
@@ -87,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--photo-limit", type=int, default=20, help="at most this many photos per set for E_pho")
     b.add_argument("--size", type=int, default=504, help="held-out synthetic faces")
     b.add_argument("--out", type=Path, default=Path("reports"))
+    q = sub.add_parser("probe", help="a linear probe: how much of the true ICT coefficients the encoder's latent holds")
+    q.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    q.add_argument("--train-faces", type=int, default=3072)
+    q.add_argument("--size", type=int, default=126, help="held-out synthetic faces scored")
+    q.add_argument("--ridge", type=float, default=1.0)
     r = sub.add_parser("record", help="store the figures of reports already written in the model's manifest")
     r.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     r.add_argument("--reports", type=Path, default=Path("reports"))
@@ -113,6 +119,16 @@ def main(argv: list[str] | None = None) -> None:
 
         print(ablation_report(args.geometry_runs, args.texture_runs, args.base_geometry, args.albedo, args.data,
                               args.photos, args.out, args.limit, args.size, args.photo_limit))
+    elif args.command == "probe":
+        from .probe import linear_probe
+
+        r = linear_probe(args.model, args.train_faces, args.size, args.ridge)
+        p, m = r["probe"], r["mean_face"]
+        print(f"{args.model}: a ridge probe ({r['ridge']}) on {r['train_faces']} synthetic faces explains "
+              f"{100 * r['identity_r2']:.1f} % of the identity coefficients' variance and {100 * r['expression_r2']:.1f} % "
+              f"of the blendshape weights'; on {r['held_out']} held-out faces its decoded shape scores "
+              f"{p['mm']:.2f} mm rigid ({p['mm'] / m['mm']:.2f}x the mean face's {m['mm']:.2f}) and "
+              f"{p['similarity_mm']:.2f} mm similarity ({p['similarity_mm'] / m['similarity_mm']:.2f}x {m['similarity_mm']:.2f}).")
     elif args.command == "record":
         record_in_manifest(args.model, args.reports)
     elif args.command == "texture":
