@@ -366,3 +366,30 @@ def test_stage_one_grows_a_linear_basis_on_a_stored_network_and_stage_three_keep
                 "--texture-from", str(folder), "--anchor-weight", "5"])
     state = torch.load(tmp_path / "stage3" / "checkpoint.pt", weights_only=False)
     assert state["config"]["geometry"]["linear_basis"] is True and state["batchnorm"] == "folded" and state["step"] == 1
+
+
+def test_probing_the_coefficient_head_solves_its_last_layer(uv_models, monkeypatch):
+    """The closed-form start of the coefficient head: its last layer becomes the ridge solution on the
+    head's features of the probe faces; the intercept is not penalised, so a very strong ridge gives
+    every face the probe faces' mean coefficients (not zero, and not a blendshape weight of 0.5)."""
+    from dataclasses import replace
+
+    from training.models import GeometryStream
+    from training.stages import geometry
+    from training.synth import SynthFaceGenerator, SynthSettings
+
+    monkeypatch.setattr(geometry, "PROBE_RIDGE", (1e6,))
+    torch.manual_seed(0)
+    cfg = replace(tiny().geometry, linear_basis=True)
+    net = GeometryStream(cfg, uv_models[64])
+    gen = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=cfg.image_size))
+    error = geometry.probe_coefficient_head(net, gen, 64, torch.device("cpu"), batch_size=16)
+    assert error == error and net.training  # finite; the net is left in training mode
+    probe_faces = [gen.batch(geometry.PROBE_SEED, k, 16) for k in range(4)]
+    ids = torch.cat([b.id_coeffs for b in probe_faces])
+    weights = torch.cat([b.exp_weights for b in probe_faces]).clamp(geometry.LOGIT_CLIP, 1 - geometry.LOGIT_CLIP)
+    with torch.no_grad():
+        out = net.eval()(gen.batch(5, 0, 8).image)
+    torch.testing.assert_close(out.id_coeffs, ids.mean(0).expand(8, -1), atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.exp_weights, torch.sigmoid(torch.log(weights / (1 - weights)).mean(0)).expand(8, -1),
+                               atol=1e-3, rtol=0)

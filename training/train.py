@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--coefficient-weights", type=float, nargs=2, metavar=("EXPRESSION", "IDENTITY"),
                         default=(GeometryLossWeights.expression_weights, GeometryLossWeights.identity_coefficients),
                         help="with --linear-basis: the weights of the blendshape-weight and identity-coefficient errors in L_gs")
+    parser.add_argument("--probe-faces", type=int, default=StageSettings.probe_faces,
+                        help="stage 1 with --linear-basis: solve the coefficient head's last layer by ridge regression "
+                        "on this many synthetic faces before the first step (0: it starts at zero)")
     parser.add_argument("--anchor-weight", type=float, default=FinetuneLossWeights.anchor,
                         help="stage 3: the weight of stage 1's L_gs on synthetic faces, which keeps the 3D shape")
     parser.add_argument("--linear-basis", action="store_true",
@@ -115,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             minutes: float | None = args.minutes) -> Path:
         if stage == "geometry":
             settings = StageSettings(real_batch_size=args.real_batch_size, profiled_batch_size=args.profiled,
+                                     probe_faces=args.probe_faces,
                                      **common(StageSettings, steps, minutes))
             return train_geometry(cfg, out, settings, args.device, args.fitted, args.photos, args.albedo,
                                   geometry_weights, geometry_from)

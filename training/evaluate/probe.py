@@ -33,9 +33,12 @@ def encoder_latents(encoder: torch.nn.Module, gen: SynthFaceGenerator, count: in
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, strength: float) -> np.ndarray:
-    """(D + 1, K) weights of ``[x, 1] @ w ~ y`` with an L2 penalty ``strength`` on every weight."""
-    x1 = np.concatenate([x, np.ones((len(x), 1))], 1)
-    return np.linalg.solve(x1.T @ x1 + strength * np.eye(x1.shape[1]), x1.T @ y)
+    """(D + 1, K) weights of ``[x, 1] @ w ~ y`` with an L2 penalty ``strength`` on the D weights (the
+    intercept, last row, is not penalised: a strong ridge tends to the targets' mean)."""
+    x_mean, y_mean = x.mean(0), y.mean(0)
+    xc = x - x_mean
+    w = np.linalg.solve(xc.T @ xc + strength * np.eye(x.shape[1]), xc.T @ (y - y_mean))
+    return np.concatenate([w, (y_mean - x_mean @ w)[None]], 0)
 
 
 def explained(y: np.ndarray, pred: np.ndarray) -> float:

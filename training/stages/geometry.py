@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from training.checkpoints import load_checkpoint, save_checkpoint
 from training.export.from_store import FOLDED, freeze_batchnorm
-from training.facemodel import UVFaceModel
+from training.evaluate.probe import fit_ridge
+from training.facemodel import N_IDENTITY, UVFaceModel
 from training.fitting.crops import FittedPhotos
 from training.models import GeometryStream, NetworkConfig
 from training.prefetch import Deadline, step_inputs
@@ -51,6 +52,9 @@ class StageSettings:
     profiled_batch_size: int = 0  # fitted photos turned to 45-85° of yaw per step (training.synth.profiling)
     workers: int = 0  # processes making each step's inputs ahead (training.prefetch); 0: inline
     minutes: float | None = None  # stop (checkpointing) after this much wall time
+    # With a linear basis: before the first step, the coefficient head's last layer is solved by ridge
+    # regression on this many synthetic faces (``probe_coefficient_head``); 0 leaves it at zero.
+    probe_faces: int = 0
 
 
 @torch.no_grad()
@@ -78,6 +82,49 @@ def _real_batches(real: FittedPhotos | None, batch_size: int, device):
     if real is None:
         return []
     return [to_device(real.batch(range(i, min(i + batch_size, len(real))), None), device) for i in range(0, len(real), batch_size)]
+
+
+PROBE_SEED = 31_337  # the faces the coefficient head is probed on, apart from the training seeds
+PROBE_RIDGE = (1e-3, 1e-2, 1e-1)  # ridge strengths tried, times the features' mean square
+LOGIT_CLIP = 0.01  # blendshape weights of 0 or 1 have no logit: the probe aims at 0.01 and 0.99
+
+
+@torch.no_grad()
+def probe_coefficient_head(net: GeometryStream, gen: SynthFaceGenerator, count: int, device: torch.device,
+                           batch_size: int = 32) -> float:
+    """Solve the coefficient head's last layer in closed form: ridge regression from its hidden
+    features to the true identity coefficients and blendshape logits of ``count`` synthetic faces
+    (linear probing before fine-tuning). A head trained from zero first learns the mean and reads the
+    latent only slowly; the probe starts it from what the latent already says. The ridge strength is
+    chosen on a fifth of the faces held out; returns that held-out mean squared coefficient error."""
+    net.eval()
+    head = net.coefficients.net
+    features, targets = [], []
+    for k in range(max(count // batch_size, 2)):
+        batch = gen.batch(PROBE_SEED, k, batch_size)
+        features.append(head[1](head[0](net.encoder(batch.image.to(device)))).cpu().double())
+        weights = batch.exp_weights.double().clamp(LOGIT_CLIP, 1 - LOGIT_CLIP)
+        targets.append(torch.cat([batch.id_coeffs.double(), torch.log(weights / (1 - weights))], 1))
+    x, y = torch.cat(features).numpy(), torch.cat(targets).numpy()
+    split = len(x) * 4 // 5
+    scale = float(np.square(x[:split] - x[:split].mean(0)).mean())
+
+    def held_out_error(w: np.ndarray) -> float:
+        pred = x[split:] @ w[:-1] + w[-1]
+        weights_pred, weights_true = (1 / (1 + np.exp(-v[:, N_IDENTITY:])) for v in (pred, y[split:]))
+        return float(np.square(np.concatenate([pred[:, :N_IDENTITY] - y[split:, :N_IDENTITY],
+                                               weights_pred - weights_true], 1)).mean())
+
+    def solve(rows: slice, strength: float) -> np.ndarray:
+        return fit_ridge(x[rows], y[rows], strength * scale * len(x[rows]))
+
+    errors = {strength: held_out_error(solve(slice(0, split), strength)) for strength in PROBE_RIDGE}
+    best = min(errors, key=errors.get)
+    w = torch.from_numpy(solve(slice(0, None), best))
+    head[-1].weight.copy_(w[:-1].T.to(head[-1].weight))
+    head[-1].bias.copy_(w[-1].to(head[-1].bias))
+    net.train()
+    return errors[best]
 
 
 def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, device: str = "cpu",
@@ -119,6 +166,8 @@ def train_geometry(cfg: NetworkConfig, out: Path, settings: StageSettings, devic
         step = ckpt["step"]
     elif start is not None:
         net.load_state_dict(grown_geometry_weights(net, start))
+    if ckpt is None and cfg.geometry.linear_basis and settings.probe_faces:
+        probe_coefficient_head(net, gen, settings.probe_faces, dev)
     logged = LOGGED_TERMS + (COEFFICIENT_TERMS if cfg.geometry.linear_basis else ())
     log_path = out / "log.csv"
     new_log = not log_path.exists()
