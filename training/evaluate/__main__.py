@@ -6,6 +6,7 @@
     python -m training.evaluate all --model DIR [--url URL] [--albedo NPZ] [--grid PNG]
     python -m training.evaluate boxes --model DIR [--data DIR --limit N]
     python -m training.evaluate probe --model DIR [--train-faces N --size N]
+    python -m training.evaluate blendshapes --model DIR [--size N] [--photos DIR] [--aflw DIR] [--limit N]
     python -m training.evaluate compare A/aflw2000.json B/aflw2000.json [--row-a NAME --row-b NAME]
     python -m training.evaluate ablations --geometry-runs RUN… --texture-runs RUN… --base-geometry CKPT --albedo NPZ
 
@@ -71,6 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     x.add_argument("--data", type=Path, default=DEFAULT_DATA)
     x.add_argument("--limit", type=int)
     x.add_argument("--out", type=Path, default=Path("reports"))
+    w = sub.add_parser("blendshapes", help="blendshape MAE on held-out synthetic faces, exclusive pairs on real photos")
+    w.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    w.add_argument("--size", type=int, default=synthetic.SET_SIZE, help="synthetic faces")
+    w.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
+    w.add_argument("--aflw", type=Path, default=DEFAULT_DATA)
+    w.add_argument("--limit", type=int, help="at most this many photos per set")
+    w.add_argument("--out", type=Path, default=Path("reports"))
     c = sub.add_parser("compare", help="B - A on AFLW2000-3D photo by photo, with a paired bootstrap interval")
     c.add_argument("a", type=Path, help="an `aflw2000` report's aflw2000.json")
     c.add_argument("b", type=Path, help="another, of the same photos")
@@ -102,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         print(aflw2000_report(args.data, args.limit, args.out, url=args.url, model_dir=args.model, detector=args.detector))
     elif args.command == "boxes":
         print(boxes_report(args.model, args.data, args.limit, args.out))
+    elif args.command == "blendshapes":
+        print(blendshapes_report(args.model, args.size, args.photos, args.aflw, args.limit, args.out))
     elif args.command == "compare":
         from . import compare
 
@@ -193,6 +203,24 @@ def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = 
               f"Machine: {machine()}.")
     aflw2000.write_report(results, out, header)
     return (out / "aflw2000.md").read_text()
+
+
+def blendshapes_report(model_dir: Path, size: int, photos: Path | None, aflw: Path | None, limit: int | None,
+                       out: Path) -> str:
+    """``training.evaluate.blendshapes``; writes blendshapes.json and .md, returns the Markdown."""
+    from . import blendshapes
+    from .inprocess import InProcessModel
+
+    model = InProcessModel(model_dir)
+    sets = blendshapes.photo_paths(photos if photos and photos.is_dir() else None,
+                                   aflw if aflw and aflw.is_dir() else None, limit)
+    result = {"model": model.label, "machine": machine(), "synthetic": blendshapes.evaluate_synthetic(model, size),
+              "photos": blendshapes.evaluate_photos(model, sets)}
+    text = (f"# Blendshape weights ({model.label})\n\nMachine: {machine()}.\n\n" + blendshapes.markdown(result))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "blendshapes.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "blendshapes.md").write_text(text)
+    return text
 
 
 def boxes_report(model_dir: Path, data: Path, limit: int | None, out: Path) -> str:
