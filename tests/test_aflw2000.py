@@ -224,3 +224,21 @@ def test_cli_scores_the_mean_face_under_the_models_own_pose(tmp_path, tiny_model
     assert baseline["nme_3d"]["overall"] > 0 and model["nme_3d"]["overall"] > 0
     assert baseline["nme_3d"]["overall"] != model["nme_3d"]["overall"]
     assert "mean face under tiny 0.0.1's pose" in (tmp_path / "aflw2000.md").read_text()
+
+
+def test_cli_blendshape_report_scores_the_weights_beside_its_baselines(tmp_path, tiny_model):
+    """`blendshapes`: MAE against the synthetic truth for the service's weights, the clipped least
+    squares and zeros (the zeros' MAE is the truth's mean), exclusive pairs on real photos."""
+    if not DATA.is_dir():
+        pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
+    import json
+
+    from training.evaluate.__main__ import main
+
+    main(["blendshapes", "--model", str(tiny_model), "--size", "4", "--limit", "2", "--aflw", str(DATA),
+          "--out", str(tmp_path)])
+    (report,) = tmp_path.glob("blendshapes*.json")
+    result = json.loads(report.read_text())
+    synthetic = result["synthetic"] if "synthetic" in result else result
+    assert set(synthetic["mae"]) == {"service", "clipped least squares", "zeros"}
+    assert all(0 <= v <= 1 for v in synthetic["mae"].values())
