@@ -65,36 +65,40 @@ class Figures:
 def read_report(path: Path, figures: Figures) -> Figures:
     """Fill ``figures`` from a schemathesis NDJSON report (one ``ScenarioFinished`` event per scenario)."""
     seen: set[str] = set()
-    for line in path.read_text().splitlines():
-        event = json.loads(line).get("ScenarioFinished")
-        if not event:
-            continue
-        phase, recorder = event["phase"], event["recorder"]
-        for case_id, entry in recorder.get("cases", {}).items():
-            if case_id in seen:
-                continue
-            seen.add(case_id)
-            case = entry["value"]
-            operation = f"{case['method']} {case['path']}"
-            mode = ((case.get("meta") or {}).get("generation") or {}).get("mode", "unknown")
-            figures.cases += 1
-            figures.by_phase[phase] += 1
-            figures.by_operation[operation] += 1
-            figures.by_mode[mode] += 1
-            response = (recorder.get("interactions", {}).get(case_id) or {}).get("response")
-            status = response["status_code"] if response else None
-            if response:
-                figures.requests += 1
-                figures.statuses[status] += 1
-                figures.server_errors += status >= 500
-                if phase == "stateful":
-                    figures.stateful[operation][status] += 1
-                if mode == "positive" and 400 <= status < 500:
-                    figures.problem_types[problem_type(response)] += 1
-            for check in recorder.get("checks", {}).get(case_id, []):
-                if check["status"] == "failure":
-                    figures.failures.append(f"{check['name']} on {operation} ({status})")
+    with open(path) as report:  # line by line: it holds every response body, GBs for a large run
+        for line in report:
+            event = json.loads(line).get("ScenarioFinished")
+            if event:
+                add_scenario(event, figures, seen)
     return figures
+
+
+def add_scenario(event: dict, figures: Figures, seen: set[str]) -> None:
+    phase, recorder = event["phase"], event["recorder"]
+    for case_id, entry in recorder.get("cases", {}).items():
+        if case_id in seen:
+            continue
+        seen.add(case_id)
+        case = entry["value"]
+        operation = f"{case['method']} {case['path']}"
+        mode = ((case.get("meta") or {}).get("generation") or {}).get("mode", "unknown")
+        figures.cases += 1
+        figures.by_phase[phase] += 1
+        figures.by_operation[operation] += 1
+        figures.by_mode[mode] += 1
+        response = (recorder.get("interactions", {}).get(case_id) or {}).get("response")
+        status = response["status_code"] if response else None
+        if response:
+            figures.requests += 1
+            figures.statuses[status] += 1
+            figures.server_errors += status >= 500
+            if phase == "stateful":
+                figures.stateful[operation][status] += 1
+            if mode == "positive" and 400 <= status < 500:
+                figures.problem_types[problem_type(response)] += 1
+        for check in recorder.get("checks", {}).get(case_id, []):
+            if check["status"] == "failure":
+                figures.failures.append(f"{check['name']} on {operation} ({status})")
 
 
 def problem_type(response: dict) -> str:

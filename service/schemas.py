@@ -39,6 +39,9 @@ class MeshKind(str, Enum):
 _COORDINATE = r"[0-9]{1,8}(?:\.[0-9]{1,8})?"
 BOX_PATTERN = rf"^ *{_COORDINATE} *(?:, *{_COORDINATE} *){{3}}$"
 MIN_TEXTURE_SIZE = 16
+# An uploaded file: any bytes but none. `format: binary` (OpenAPI 3.0's spelling, kept beside 3.1's
+# contentMediaType) tells tools that a part's bytes are opaque: a number sent as a file is still a file.
+FILE = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream", "minLength": 1}
 
 
 def parse_box(value):
@@ -100,8 +103,7 @@ class ReconstructForm(Options):
     """The multipart body of ``POST /v1/reconstruct`` and ``POST /v1/jobs``: the photo and any options."""
 
     image: Annotated[UploadFile, WithJsonSchema(
-        {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1,
-         "description": "JPEG, PNG, WebP, BMP, TIFF or PPM; not empty"}, mode="validation")]
+        {**FILE, "description": "JPEG, PNG, WebP, BMP, TIFF or PPM; not empty"}, mode="validation")]
 
 
 class BatchForm(BatchOptions):
@@ -110,7 +112,7 @@ class BatchForm(BatchOptions):
     images: Annotated[list[UploadFile], Field(min_length=1), WithJsonSchema(
         {"type": "array", "minItems": 1, "description": "the photos, at least one and at most the server's "
                                                        "max_batch_images; each not empty",
-         "items": {"type": "string", "contentMediaType": "application/octet-stream", "minLength": 1}},
+         "items": FILE},
         mode="validation")]
 
 
