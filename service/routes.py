@@ -84,6 +84,7 @@ async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep
 async def reconstruct_batch(request: Request, engine: EngineDep, settings: SettingsDep,
                             upload: BatchRequest) -> BatchResult:
     options = upload.options
+    checked_texture_size(options, settings)  # refused whole, not as a failed item per photo
 
     async def one(upload: UploadFile) -> BatchItem:
         try:

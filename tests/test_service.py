@@ -272,6 +272,7 @@ def test_batch_limits_are_validation_errors(client, photo):
     empty = [("images", ("a.jpg", photo, "image/jpeg")), ("images", ("b.jpg", b"", "image/jpeg"))]
     assert_problem(client.post("/v1/reconstruct/batch", files=empty), 422, "invalid-request")
     assert_problem(client.post("/v1/reconstruct/batch?format=glb", files=files[:1]), 422, "invalid-request")
+    assert_problem(client.post("/v1/reconstruct/batch?texture_size=4096", files=files[:1]), 400, "bad-request")
 
 
 @pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("I;16", "PNG"),
