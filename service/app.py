@@ -26,7 +26,9 @@ from service import errors
 from service.jobs import JobRunner, JobStore, JobStoreError, open_job_store, store_outage_errors
 from service.metrics import Metrics
 from service.model_store import ModelStoreError, find_model_store
+from service.openapi import install_contract_schema
 from service.routes import router
+from service.schemas import Options
 from service.settings import Settings
 from service.viewer import mount_viewer
 from service.viewer.api_docs import mount_api_docs
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Instrumentator(registry=metrics.registry, excluded_handlers=["/metrics"]).instrument(app)
     install_error_handlers(app)
     install_middleware(app)
+    install_contract_schema(app, settings, app.state.model_ref[0])
     return app
 
 
@@ -152,10 +155,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError):
-        fields = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in error.errors()]
+        fields = [{"loc": list(e.get("loc", ())), "msg": validation_message(e)} for e in error.errors()]
         detail = "; ".join(f"{'.'.join(map(str, f['loc']))}: {f['msg']}" for f in fields) or "invalid request"
         problem = errors.Problem(422, "invalid-request", "Invalid request", detail, errors=jsonable_encoder(fields))
         return problem_response(problem, request)
+
+
+def validation_message(error: dict) -> str:
+    if error.get("type") == "extra_forbidden":
+        # pydantic's "Extra inputs are not permitted" does not say what is allowed.
+        place = "query parameter" if error.get("loc", ("",))[0] == "query" else "form field"
+        return f"unknown {place}; the options are {', '.join(Options.model_fields)}"
+    return error.get("msg", "")
 
 
 def install_middleware(app: FastAPI) -> None:

@@ -41,6 +41,24 @@ def bad_request(detail: str, **extra) -> Problem:
     return Problem(400, "bad-request", "Bad request", detail, **extra)
 
 
+def invalid_options(place: str, names: list[str], why: str) -> Problem:
+    """A 422 shaped like a validation error (``errors`` lists each name with its location)."""
+    fields = [{"loc": [place, name], "msg": why} for name in names]
+    return Problem(422, "invalid-request", "Invalid request", "; ".join(f"{place}.{n}: {why}" for n in names),
+                   errors=fields)
+
+
+def conflicting_options(names: list[str]) -> Problem:
+    return Problem(422, "conflicting-option", "Conflicting option",
+                   f"{', '.join(names)}: given as a query parameter and as a form field with different values; "
+                   "give each option once, or the same value in both", options=names)
+
+
+def box_outside_image(box, width: int, height: int) -> Problem:
+    return Problem(400, "box-outside-image", "Box outside the image",
+                   f"box {list(box)} lies outside the {width}x{height} image")
+
+
 def no_face(detail: str) -> Problem:
     return Problem(422, "no-face", "No face found", detail)
 

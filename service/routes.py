@@ -3,35 +3,47 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
-
 import anyio
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response, UploadFile
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import errors
-from service.dependencies import EngineDep, JobsDep, MetricsDep, SettingsDep
+from service.dependencies import BatchRequest, EngineDep, JobsDep, MetricsDep, ReconstructRequest, SettingsDep
 from service.engine.decode import open_image
 from service.engine.pipeline import Engine, checked_texture_size
 from service.jobs import Job, JobStore
 from service.schemas import (
-    BatchItem, BatchResult, Format, JobInfo, JobStatus, Live, ModelMetadata, Options, ProblemDocument, Ready,
-    ReconstructResult, TensorMetadata,
+    BatchItem, BatchResult, Format, JobInfo, JobStatus, Live, ModelMetadata, Options, Ready, ReconstructResult,
+    TensorMetadata,
 )
 from service.settings import Settings
 
-router = APIRouter()
+# operationId = the handler's name: short, stable, and what the OpenAPI links below refer to.
+router = APIRouter(generate_unique_id_function=lambda route: route.name)
 
+PROBLEM_CONTENT = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDocument"}}}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "integer", "minimum": 0}}}
 PROBLEM_RESPONSES = {
-    code: {"model": ProblemDocument, "content": {"application/problem+json": {}}, "description": text}
-    for code, text in {400: "Undecodable image or invalid option", 413: "Upload or image too large",
-                       415: "Not a supported image", 422: "No face, face too small or invalid field",
-                       503: "Queue full or model not ready (see Retry-After)",
-                       404: "No such job", 409: "The job has not succeeded (yet)"}.items()
+    code: {"content": PROBLEM_CONTENT, "description": text} | ({"headers": RETRY_AFTER} if code == 503 else {})
+    for code, text in {400: "Undecodable image, a box outside the image or an option beyond the server's limits",
+                       413: "Upload or image too large", 415: "Not a supported image",
+                       422: "No face, face too small, an invalid, unknown or conflicting option",
+                       503: "Queue full, model not ready or job store unavailable (see Retry-After)",
+                       404: "No such job or model", 409: "The job has not succeeded (yet)"}.items()
 }
-MESH_RESPONSES = {200: {"content": {"model/gltf-binary": {}, "application/zip": {}, "application/json": {}},
-                        "model": ReconstructResult,
-                        "description": "GLB, OBJ zip (OBJ + MTL + PNG + result.json) or JSON"}}
+MESH_CONTENT = {"model/gltf-binary": {"schema": {"type": "string", "contentMediaType": "model/gltf-binary"}},
+                "application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/ReconstructResult"}}}
+MESH_RESPONSES = {200: {"content": MESH_CONTENT, "model": ReconstructResult,
+                        "description": "GLB, OBJ zip (OBJ + MTL + PNG + result.json) or JSON, as `format` asks"}}
+# The stateful fuzzer (and a client generator) follows these from a new job to its status and result.
+JOB_LINKS = {"status": {"operationId": "job_status", "parameters": {"job_id": "$response.body#/id"},
+                        "description": "poll the job"},
+             "result": {"operationId": "job_result", "parameters": {"job_id": "$response.body#/id"},
+                        "description": "fetch the result once the job has succeeded"}}
+JOB_ACCEPTED = {202: {"description": "Accepted: stored and queued", "links": JOB_LINKS,
+                      "headers": {"Location": {"description": "the job's status URL", "schema": {"type": "string"}}}}}
 EXTENSIONS = {"glb": "glb", "obj": "zip", "json": "json"}
 
 
@@ -62,11 +74,10 @@ async def run_engine(request: Request, engine: Engine, data: bytes, options: Opt
 
 
 @router.post("/v1/reconstruct", responses={**MESH_RESPONSES, **INPUT_PROBLEMS}, summary="Photo in, 3D face out")
-async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep,
-                      image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or TIFF")],
-                      options: Annotated[Options, Form()]) -> Response:
+async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep, upload: ReconstructRequest) -> Response:
+    options = upload.options
     label_format(request, options.format.value)
-    data = await read_upload(image, settings)
+    data = await read_upload(upload.images[0], settings)
     out = await run_engine(request, engine, data, options)
     headers = {"X-Faces": str(len(out.result.faces))}
     if options.format is not Format.json:
@@ -77,14 +88,10 @@ async def reconstruct(request: Request, engine: EngineDep, settings: SettingsDep
 @router.post("/v1/reconstruct/batch", response_model=BatchResult, responses=INPUT_PROBLEMS,
              summary="Several photos in one request; JSON figures per photo")
 async def reconstruct_batch(request: Request, engine: EngineDep, settings: SettingsDep,
-                            images: Annotated[list[UploadFile], File(description="up to max_batch_images photos")],
-                            options: Annotated[Options, Form()]) -> BatchResult:
+                            upload: BatchRequest) -> BatchResult:
+    options = upload.options
     label_format(request, "batch")
-    if len(images) > settings.max_batch_images:
-        raise errors.too_large(f"{len(images)} images; at most {settings.max_batch_images} per batch",
-                               max_batch_images=settings.max_batch_images)
-    if options.format is not Format.json:
-        raise errors.bad_request("the batch endpoint returns JSON only; use format=json")
+    checked_texture_size(options, settings)  # refused whole, not as a failed item per photo
 
     async def one(upload: UploadFile) -> BatchItem:
         try:
@@ -94,7 +101,7 @@ async def reconstruct_batch(request: Request, engine: EngineDep, settings: Setti
             return BatchItem(filename=upload.filename, problem=problem.document())
 
     # Side by side, so that the photos share micro-batches.
-    items = await asyncio.gather(*(one(u) for u in images))
+    items = await asyncio.gather(*(one(u) for u in upload.images))
     return BatchResult(model=engine.ref, items=list(items))
 
 
@@ -105,11 +112,10 @@ async def find_job(jobs: JobStore, job_id: str) -> Job:
     return job
 
 
-@router.post("/v1/jobs", status_code=202, response_model=JobInfo, responses=INPUT_PROBLEMS,
+@router.post("/v1/jobs", status_code=202, response_model=JobInfo, responses={**JOB_ACCEPTED, **INPUT_PROBLEMS},
              summary="Queue a reconstruction (same fields as /v1/reconstruct); poll Location, then fetch /result")
-async def submit_job(response: Response, jobs: JobsDep, settings: SettingsDep,
-                     image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP or TIFF")],
-                     options: Annotated[Options, Form()]) -> JobInfo:
+async def submit_job(response: Response, jobs: JobsDep, settings: SettingsDep, upload: ReconstructRequest) -> JobInfo:
+    image, options = upload.images[0], upload.options
     data = await read_upload(image, settings)
     # What can be refused without the model is refused now, rather than as a failed job later.
     open_image(data, max_pixels=settings.max_pixels, formats=settings.image_formats)
@@ -121,12 +127,12 @@ async def submit_job(response: Response, jobs: JobsDep, settings: SettingsDep,
     return job.info()
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobInfo, responses=problems(404), summary="A job's status")
+@router.get("/v1/jobs/{job_id}", response_model=JobInfo, responses=problems(404, 503), summary="A job's status")
 async def job_status(job_id: str, jobs: JobsDep) -> JobInfo:
     return (await find_job(jobs, job_id)).info()
 
 
-@router.get("/v1/jobs/{job_id}/result", responses={**MESH_RESPONSES, **problems(404, 409)},
+@router.get("/v1/jobs/{job_id}/result", responses={**MESH_RESPONSES, **problems(404, 409, 503)},
             summary="A succeeded job's result: the bytes /v1/reconstruct would have returned")
 async def job_result(job_id: str, jobs: JobsDep, settings: SettingsDep) -> Response:
     job = await find_job(jobs, job_id)
@@ -152,7 +158,7 @@ async def ready(engine: EngineDep) -> Ready:
     return Ready(ready=True)
 
 
-@router.get("/v2/models/{name}", response_model=ModelMetadata, responses={404: {"model": ProblemDocument}})
+@router.get("/v2/models/{name}", response_model=ModelMetadata, responses=problems(404, 503))
 async def model_metadata(name: str, engine: EngineDep) -> ModelMetadata:
     store = engine.model.store
     if name != store.name:

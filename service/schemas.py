@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from enum import Enum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import UploadFile
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 
 class Format(str, Enum):
@@ -32,36 +35,85 @@ class MeshKind(str, Enum):
     expression = "expression"
 
 
+# One coordinate: a plain decimal of at most 8 integer digits, so that every match is a finite float.
+_COORDINATE = r"[0-9]{1,8}(?:\.[0-9]{1,8})?"
+BOX_PATTERN = rf"^ *{_COORDINATE} *(?:, *{_COORDINATE} *){{3}}$"
+MIN_TEXTURE_SIZE = 16
+# An uploaded file: any bytes but none. `format: binary` (OpenAPI 3.0's spelling, kept beside 3.1's
+# contentMediaType) tells tools that a part's bytes are opaque: a number sent as a file is still a file.
+FILE = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream", "minLength": 1}
+
+
+def parse_box(value):
+    """``"x0,y0,x1,y1"`` (the request form, see BOX_PATTERN) or four numbers (a stored job) -> (x0, y0, x1, y1)
+    with x0 <= x1 and y0 <= y1: the two corners may come in either order."""
+    if value is None:
+        return None
+    # FastAPI hands a form field whose type is a sequence over as the list of its values.
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]
+    if isinstance(value, str):
+        if not re.fullmatch(BOX_PATTERN, value):
+            raise ValueError("box must be four non-negative numbers x0,y0,x1,y1")
+        value = value.split(",")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in value)
+    except (TypeError, ValueError):  # not four things, or not numbers
+        raise ValueError("box must be four non-negative numbers x0,y0,x1,y1") from None
+    if not all(math.isfinite(v) and v >= 0 for v in (x0, y0, x1, y1)):
+        raise ValueError("box must be four non-negative numbers x0,y0,x1,y1")
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+# What a request may send, stated in the request-side schema (the stored and echoed options keep the parsed
+# values: box as four numbers); an absent option is simply left out, so neither admits null.
+Box = Annotated[tuple[float, float, float, float] | None, BeforeValidator(parse_box), WithJsonSchema(
+    {"type": "string", "pattern": BOX_PATTERN,
+     "description": "two opposite corners x0,y0,x1,y1 in input pixels (after EXIF orientation), in either order, "
+                    "e.g. 40,30,160,150; "
+                    "skips detection and is used as given, without the recrop a detected face gets: the face's "
+                    "68-landmark bounding box suits it best (the crop is crop_scale x its longer side). A box "
+                    "that misses the image is a 400, one under min_face_px a 422"}, mode="validation")]
+TextureSize = Annotated[int | None, Field(ge=MIN_TEXTURE_SIZE), WithJsonSchema(
+    {"type": "integer", "minimum": MIN_TEXTURE_SIZE,
+     "description": "side of the square texture in texels; the server's default if absent"}, mode="validation")]
+
+
 class Options(BaseModel):
-    """The options of ``POST /v1/reconstruct`` (multipart form fields next to ``image``)."""
+    """The options of the reconstruction routes, as query parameters or multipart form fields (see
+    ``service.dependencies.merge_options`` for the rule when both are given); unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid")
 
     format: Format = Format.glb
     texture: TextureKind = TextureKind.albedo
     faces: FaceSelection = FaceSelection.largest
-    box: tuple[float, float, float, float] | None = Field(
-        None, description="x0,y0,x1,y1 in input pixels (after EXIF orientation); skips detection and is used "
-                          "as given: the face's 68-landmark bounding box suits it best (the crop is crop_scale x its "
-                          "longer side)")
-    texture_size: int | None = Field(None, ge=16, description="side of the square texture; server default if absent")
+    box: Box = None
+    texture_size: TextureSize = None
     mesh: MeshKind = MeshKind.full
 
-    @field_validator("box", mode="before")
-    @classmethod
-    def _parse_box(cls, value):
-        if value is None:
-            return None
-        # A form field arrives as a one-element list when the field type is a sequence.
-        if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
-            value = value[0]
-        if isinstance(value, str):
-            value = [p for p in value.replace(" ", "").split(",") if p]
-        try:
-            x0, y0, x1, y1 = (float(v) for v in value)
-        except (TypeError, ValueError):  # not four things, or not numbers
-            raise ValueError("box must be four numbers x0,y0,x1,y1") from None
-        if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or not (0 <= x0 < x1 and 0 <= y0 < y1):
-            raise ValueError("box must be finite and satisfy 0 <= x0 < x1 and 0 <= y0 < y1")
-        return x0, y0, x1, y1
+
+class BatchOptions(Options):
+    """The batch route answers JSON only: ``format`` may be left out or be ``json``."""
+
+    format: Literal[Format.json] = Format.json
+
+
+class ReconstructForm(Options):
+    """The multipart body of ``POST /v1/reconstruct`` and ``POST /v1/jobs``: the photo and any options."""
+
+    image: Annotated[UploadFile, WithJsonSchema(
+        {**FILE, "description": "JPEG, PNG, WebP, BMP, TIFF or PPM; not empty"}, mode="validation")]
+
+
+class BatchForm(BatchOptions):
+    """The multipart body of ``POST /v1/reconstruct/batch``: the photos and any options."""
+
+    images: Annotated[list[UploadFile], Field(min_length=1), WithJsonSchema(
+        {"type": "array", "minItems": 1, "description": "the photos, at least one and at most the server's "
+                                                       "max_batch_images; each not empty",
+         "items": FILE},
+        mode="validation")]
 
 
 class ModelRef(BaseModel):

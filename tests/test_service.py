@@ -21,8 +21,9 @@ from service.engine.batching import MicroBatcher
 from service.engine.decode import decode_image
 from service.settings import Settings
 from service_fixtures import (
-    assert_problem, encode, noise_image, photo_bytes, photo_path, post, ready_client, tiny_store,
+    PROBLEM, assert_problem, encode, noise_image, photo_bytes, photo_path, post, ready_client, tiny_store,
 )
+
 
 @pytest.fixture(scope="session")
 def store_root(tmp_path_factory, kit):
@@ -189,6 +190,57 @@ def test_422_invalid_option(client, photo):
     assert_problem(post(client, photo, box="1,2,3"), 422, "invalid-request")
 
 
+# --- options: query or form, one rule -----------------------------------------------------------------
+
+NOISE_BOX = "40,30,160,150"
+
+
+def post_noise(client, query: str = "", **form):
+    return client.post(f"/v1/reconstruct{query}", files={"image": ("n.png", encode(noise_image(), "PNG"))},
+                       data={k: str(v) for k, v in form.items()})
+
+
+def test_options_as_query_parameters(client):
+    response = post_noise(client, f"?format=json&box={NOISE_BOX}&texture_size=16")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json", response.text
+    assert response.json()["faces"][0]["box"] == [40, 30, 160, 150]
+    assert post_noise(client, "?format=obj", box=NOISE_BOX).headers["content-type"] == "application/zip"
+
+
+def test_an_option_in_both_places_must_agree(client):
+    same = post_noise(client, f"?format=json&box={NOISE_BOX}", format="json", box="160,150,40,30")
+    assert same.status_code == 200, same.text  # the same box, corners the other way round
+    body = assert_problem(post_noise(client, "?format=json&texture=shaded", format="glb", texture="shaded",
+                                     box=NOISE_BOX), 422, "conflicting-option")
+    assert body["options"] == ["format"] and "format" in body["detail"]
+
+
+@pytest.mark.parametrize("query,form,named", [("?colour=red", {}, "query.colour"), ("", {"colour": "red"}, "body.colour"),
+                                              ("?format=json&format=glb", {}, "query.format"),
+                                              ("?formats=json", {}, "query.formats")])
+def test_unknown_or_repeated_options_are_named(client, query, form, named):
+    body = assert_problem(post_noise(client, query, box=NOISE_BOX, **form), 422, "invalid-request")
+    assert named in body["detail"] and [named.split(".")[0], named.split(".")[1]] in [e["loc"] for e in body["errors"]]
+
+
+def test_box_corners_in_either_order_and_only_non_negative_numbers(client):
+    swapped = post_noise(client, format="json", box="160,150,40,30")
+    assert swapped.json()["faces"][0]["box"] == [40, 30, 160, 150]
+    for bad in ("-1,30,160,150", "40,30,160", "1e3,30,160,150", "nan,30,160,150"):
+        assert_problem(post_noise(client, box=bad), 422, "invalid-request")
+    assert_problem(post_noise(client, box="5000,5000,6000,6000"), 400, "box-outside-image")
+
+
+def test_batch_limits_are_validation_errors(client, photo):
+    files = [("images", (f"{i}.jpg", photo, "image/jpeg")) for i in range(9)]
+    body = assert_problem(client.post("/v1/reconstruct/batch", files=files), 422, "invalid-request")
+    assert "images" in body["detail"] and "at most 8" in body["detail"]
+    empty = [("images", ("a.jpg", photo, "image/jpeg")), ("images", ("b.jpg", b"", "image/jpeg"))]
+    assert_problem(client.post("/v1/reconstruct/batch", files=empty), 422, "invalid-request")
+    assert_problem(client.post("/v1/reconstruct/batch?format=glb", files=files[:1]), 422, "invalid-request")
+    assert_problem(client.post("/v1/reconstruct/batch?texture_size=4096", files=files[:1]), 400, "bad-request")
+
+
 @pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("I;16", "PNG"),
                                       ("P", "PNG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF")])
 def test_image_modes_accepted_with_a_box(client, mode, fmt):
@@ -292,6 +344,28 @@ def test_metrics_exposed(client, photo):
 
 
 def test_openapi_documents_the_routes(client):
-    paths = client.get("/openapi.json").json()["paths"]
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
     assert {"/v1/reconstruct", "/v1/reconstruct/batch", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result",
             "/v2/health/live", "/v2/health/ready", "/v2/models/{name}"} <= set(paths)
+    # Every error answer is problem+json, and only that.
+    for operation in (op for path in paths.values() for op in path.values()):
+        for status, response in operation["responses"].items():
+            if int(status) >= 400:
+                assert list(response["content"]) == [PROBLEM], (operation["operationId"], status)
+    # What the server enforces, stated: settings' limits too.
+    reconstruct = paths["/v1/reconstruct"]["post"]
+    query = {p["name"]: p["schema"] for p in reconstruct["parameters"]}
+    assert set(query) == {"format", "texture", "faces", "box", "texture_size", "mesh"}
+    assert query["texture_size"]["minimum"] == 16 and query["texture_size"]["maximum"] == 2048
+    assert "pattern" in query["box"]
+    form = schema["components"]["schemas"]["ReconstructForm"]
+    assert form["additionalProperties"] is False and form["properties"]["image"]["minLength"] == 1
+    assert "image/jpeg" in reconstruct["requestBody"]["content"]["multipart/form-data"]["encoding"]["image"]["contentType"]
+    images = schema["components"]["schemas"]["BatchForm"]["properties"]["images"]
+    assert (images["minItems"], images["maxItems"]) == (1, 8)
+    # The stateful fuzzer and client generators get from a new job to its status and result.
+    links = paths["/v1/jobs"]["post"]["responses"]["202"]["links"]
+    assert {link["operationId"] for link in links.values()} == {"job_status", "job_result"}
+    assert {paths["/v1/jobs/{job_id}"]["get"]["operationId"], paths["/v1/jobs/{job_id}/result"]["get"]["operationId"]} \
+        == {"job_status", "job_result"}

@@ -1,81 +1,66 @@
-"""Property-based requests from the app's own OpenAPI schema against a real uvicorn on 127.0.0.1:
-no 5xx, and every error is application/problem+json."""
+"""schemathesis against the real app under uvicorn on 127.0.0.1, from the app's own OpenAPI schema: every
+check, every phase, a few hundred cases (benchmarks/fuzz.py, which runs the same thing large)."""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import Counter
+import importlib.util
+import json
+import sys
+from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
 from service.app import create_app
 from service.settings import Settings
-from service_fixtures import tiny_store, wait_ready
+from service_fixtures import http_server, photo_path, tiny_store
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis (dev extra) is not installed")
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402 - installed with schemathesis
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
+pytest.importorskip("schemathesis", reason="schemathesis (dev extra) is not installed")
 
-PROBLEM = "application/problem+json"
-EXAMPLES_PER_MODE = 50  # per operation and mode: ~450 requests in all
+ROOT = Path(__file__).resolve().parents[1]
+MAX_EXAMPLES = 12  # per operation and phase: ~400 cases, ~40 s here
 MIN_CASES = 300
 
 
-@pytest.fixture(scope="module")
-def base_url(tmp_path_factory, kit):
-    app = create_app(Settings(
-        model_store=tiny_store(tmp_path_factory, kit), job_store=str(tmp_path_factory.mktemp("fuzz") / "jobs.db"),
-        # Small textures keep the generated requests that do reach the engine quick; a roomy job queue
-        # keeps 503s (which would be correct, but are 5xx) out of the picture.
-        default_texture_size=16, max_texture_size=64, max_queued_jobs=10_000, queue_size=64))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    url = "http://127.0.0.1:{}".format(server.servers[0].sockets[0].getsockname()[1])
-    wait_ready(lambda path: httpx.get(url + path, timeout=5), app)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=30)
+def load_fuzz():
+    spec = importlib.util.spec_from_file_location("fuzz", ROOT / "benchmarks" / "fuzz.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    sys.modules["fuzz"] = fuzz  # its dataclasses look their module up while it loads
+    spec.loader.exec_module(fuzz)
+    return fuzz
 
 
-def test_generated_requests_get_no_5xx_and_only_problem_documents(base_url):
-    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
-    cases: Counter[str] = Counter()
-    failures: list[str] = []
-    unsatisfiable: list[str] = []
+def test_every_check_and_phase_pass_and_the_stateful_phase_reaches_the_job_routes(tmp_path, tmp_path_factory, kit):
+    photo = photo_path()
+    if not photo.is_file():
+        pytest.skip(f"real photo {photo} absent (schema-valid uploads carry it; the shared eval photos are not here)")
+    fuzz = load_fuzz()
+    # The settings benchmarks/fuzz.py serves with: small textures, a job queue that does not fill up.
+    app = create_app(Settings(model_store=tiny_store(tmp_path_factory, kit), job_store=str(tmp_path / "jobs.db"),
+                              default_texture_size=64, max_texture_size=256, max_queued_jobs=100_000, queue_size=64))
+    with http_server(app) as url:
+        figures = fuzz.run_schemathesis(url, MAX_EXAMPLES, seed=26, workdir=tmp_path, photo=photo, timeout_s=600)
+    output = (tmp_path / "output.txt").read_text()
+    assert figures.exit_code == 0 and not figures.failures, f"{figures.failures[:10]}\n{output[-6000:]}"
+    assert figures.server_errors == 0, figures.statuses
+    assert figures.cases >= MIN_CASES, figures.by_phase
+    assert {"examples", "coverage", "fuzzing", "stateful"} <= set(figures.by_phase), figures.by_phase
+    for operation in fuzz.JOB_ROUTES:
+        assert figures.reached(operation), (operation, dict(figures.stateful))
+    # Schema-valid uploads carried the photo and reached the engine.
+    assert figures.statuses[200] and figures.statuses[202], figures.statuses
 
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES_PER_MODE, deadline=None, database=None, derandomize=True,
-                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-            def call(case):
-                response = case.call(base_url=base_url, timeout=30)
-                cases[operation.label] += 1
-                # schemathesis keeps each header as a list of values
-                status, media_type = response.status_code, response.headers.get("content-type", [""])[0]
-                if status >= 500 or (status >= 400 and not media_type.startswith(PROBLEM)):
-                    failures.append(f"{status} {media_type} {response.text[:300]}\n  {case.as_curl_command()}")
-
-            try:
-                call()
-            except Unsatisfiable:
-                # A GET whose only parameter is a free string in the path, or that has none, has no
-                # invalid request.
-                assert mode is GenerationMode.NEGATIVE, operation.label
-                unsatisfiable.append(operation.label)
-
-    assert not failures, f"{len(failures)} bad responses:\n" + "\n".join(failures[:10])
-    assert sum(cases.values()) >= MIN_CASES, cases
-    assert all(label.startswith("GET ") for label in unsatisfiable), unsatisfiable
-    assert {"POST /v1/reconstruct", "POST /v1/jobs", "GET /v1/jobs/{job_id}/result"} <= set(cases), cases
+def test_a_failing_contract_is_reported(tmp_path):
+    """The report reader counts a failed check and a 5xx (so that the test above can fail)."""
+    fuzz = load_fuzz()
+    report = tmp_path / "report.ndjson"
+    case = {"method": "POST", "path": "/v1/jobs", "meta": {"generation": {"mode": "positive"}}}
+    response = {"status_code": 500, "content": {"$base64": ""}}
+    report.write_text('{"ScenarioFinished": ' + json.dumps({
+        "phase": "fuzzing", "recorder": {"cases": {"a": {"value": case}},
+                                         "interactions": {"a": {"response": response}},
+                                         "checks": {"a": [{"name": "not_a_server_error", "status": "failure"}]}}}) + "}\n")
+    figures = fuzz.read_report(report, fuzz.Figures(1, 0.0, "test"))
+    assert figures.cases == 1 and figures.server_errors == 1
+    assert figures.failures == ["not_a_server_error on POST /v1/jobs (500)"]
+    assert not figures.reached(fuzz.JOB_ROUTES[0])

@@ -188,7 +188,7 @@ class Engine:
             x0, y0, x1, y1 = options.box
             box = (min(x0, w), min(y0, h), min(x1, w), min(y1, h))
             if box[2] <= box[0] or box[3] <= box[1]:
-                raise errors.bad_request(f"box {list(options.box)} lies outside the {w}x{h} image")
+                raise errors.box_outside_image(options.box, w, h)
             face = Face(box, None, "caller")
             if face.side < minimum:
                 raise errors.face_too_small(face.side, minimum)
