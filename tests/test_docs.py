@@ -7,9 +7,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_LINES = 220
-# Docs that docs/service.md links and other branches are writing now (issue numbers): a link to one
-# is accepted while the file is absent, and checked like any other once it lands.
-AWAITED = {"docs/detection.md": 24, "docs/api.md": 26, "docs/operations.md": 28}
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 CODE_SPAN = re.compile(r"(`+).+?\1", re.DOTALL)
@@ -48,9 +45,8 @@ def anchors(markdown: str) -> set[str]:
     return found
 
 
-def broken_links(root: Path, awaited: dict[str, int] | None = None) -> list[str]:
+def broken_links(root: Path) -> list[str]:
     """'file: target (why)' for every relative link under root that does not resolve."""
-    awaited = awaited or {}
     broken = []
     for doc in doc_files(root):
         for target in link_targets(doc.read_text(encoding="utf-8")):
@@ -60,9 +56,7 @@ def broken_links(root: Path, awaited: dict[str, int] | None = None) -> list[str]
             path = (doc.parent / path_part).resolve() if path_part else doc
             where = f"{doc.relative_to(root)}: {target}"
             if not path.exists():
-                relative = path.relative_to(root).as_posix() if path.is_relative_to(root) else None
-                if relative not in awaited:
-                    broken.append(f"{where} (no such file)")
+                broken.append(f"{where} (no such file)")
                 continue
             if fragment and path.suffix == ".md" and fragment not in anchors(path.read_text(encoding="utf-8")):
                 broken.append(f"{where} (no heading with that anchor)")
@@ -70,7 +64,7 @@ def broken_links(root: Path, awaited: dict[str, int] | None = None) -> list[str]
 
 
 def test_every_relative_link_resolves():
-    assert broken_links(ROOT, AWAITED) == []
+    assert broken_links(ROOT) == []
 
 
 def test_the_checker_finds_missing_files_and_anchors(tmp_path):
@@ -80,8 +74,8 @@ def test_the_checker_finds_missing_files_and_anchors(tmp_path):
         "[ok](docs/a.md) [ok](docs/a.md#the-50--target-whats-left) [ok](docs/a.md#notes-1)\n"
         "[web](https://example.org/x.md) `[in code](nowhere.md)`\n\n```\n[fenced](nowhere.md)\n```\n"
         "[gone](docs/gone.md) [bad anchor](docs/a.md#notes-2) [self](#no-such-heading)\n"
-        "![missing picture](docs/missing.png) [awaited](docs/later.md)\n")
-    assert broken_links(tmp_path, {"docs/later.md": 0}) == [
+        "![missing picture](docs/missing.png)\n")
+    assert broken_links(tmp_path) == [
         "README.md: docs/gone.md (no such file)",
         "README.md: docs/a.md#notes-2 (no heading with that anchor)",
         "README.md: #no-such-heading (no heading with that anchor)",
