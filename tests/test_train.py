@@ -393,3 +393,17 @@ def test_probing_the_coefficient_head_solves_its_last_layer(uv_models, monkeypat
     torch.testing.assert_close(out.id_coeffs, ids.mean(0).expand(8, -1), atol=1e-3, rtol=0)
     torch.testing.assert_close(out.exp_weights, torch.sigmoid(torch.log(weights / (1 - weights)).mean(0)).expand(8, -1),
                                atol=1e-3, rtol=0)
+
+
+def test_a_training_checkpoint_is_scored_on_the_synthetic_set_beside_the_mean_face(tmp_path, kit):
+    """`python -m training.evaluate synthetic --model CHECKPOINT.pt` scores a run before it is exported."""
+    import json
+
+    from training.evaluate.__main__ import main
+
+    ckpt = train_geometry(tiny(), tmp_path / "run", StageSettings(steps=1, batch_size=2, validate_every=5))
+    main(["synthetic", "--model", str(ckpt), "--size", "3", "--out", str(tmp_path / "report")])
+    geometry = json.loads((tmp_path / "report" / "synthetic.json").read_text())["geometry"]
+    assert set(geometry) == {"A_id + A_exp", "A_id only", "mean face (baseline)"}
+    assert geometry["A_id + A_exp"]["overall"]["n"] == 3 and geometry["A_id + A_exp"]["overall"]["similarity_mm"] > 0
+    assert "checkpoint" in (tmp_path / "report" / "synthetic.md").read_text()

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--limit", type=int)
     a.add_argument("--out", type=Path, default=Path("reports"))
     y = sub.add_parser("synthetic", help="geometry error by expression and yaw (and albedo MAE) on held-out synthetic faces")
-    y.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    y.add_argument("--model", type=Path, required=True, help="a model-store version folder, or a training checkpoint "
+                   "(.pt) whose geometry stream is scored before export")
     y.add_argument("--size", type=int, default=None, help="fewer samples than the full held-out set")
     y.add_argument("--albedo", type=Path, help="the albedo model (npz) the texture stream was trained with; "
                                                "without it the albedo table is skipped")
@@ -241,21 +242,30 @@ def boxes_report(model_dir: Path, data: Path, limit: int | None, out: Path) -> s
 
 
 def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path | None = None) -> str:
-    """Score a stored geometry.onnx with and without its expression ASM beside the mean face, and
-    texture.onnx's albedo when the albedo model is given; write JSON and Markdown, return the Markdown."""
+    """Score a stored geometry.onnx (or a training checkpoint's geometry stream: ``model_dir`` a .pt file)
+    with and without its expression ASM beside the mean face, and texture.onnx's albedo when the albedo
+    model is given; write JSON and Markdown, return the Markdown."""
     from training.facemodel import UVFaceModel
 
-    manifest = json.loads((model_dir / "manifest.json").read_text())
-    predict = synthetic.stored_geometry_predictor(model_dir)
-    face_model = UVFaceModel.build(manifest["uv_size"])
+    if model_dir.is_file():
+        predict, config = synthetic.checkpoint_geometry_predictor(model_dir)
+        input_size, uv_size, label = config["geometry"]["image_size"], config["geometry"]["uv_size"], f"checkpoint {model_dir}"
+    else:
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        predict = synthetic.stored_geometry_predictor(model_dir)
+        input_size, uv_size = manifest["input_size"], manifest["uv_size"]
+        label = f"model {manifest['model']['name']} {manifest['model']['version']}"
+    face_model = UVFaceModel.build(uv_size)
     n = size or synthetic.SET_SIZE
-    results = {label: synthetic.evaluate_expressions(predict, face_model, manifest["input_size"], size=n, with_expression=flag)
-               for label, flag in (("A_id + A_exp", True), ("A_id only", False))}
-    results[MEAN_FACE] = synthetic.evaluate_expressions(synthetic.mean_face_predictor(face_model), face_model,
-                                                        manifest["input_size"], size=n)
-    albedo_results, albedo_note = synthetic.stored_albedo_errors(model_dir, manifest, face_model, albedo, n)
+    results = {name: synthetic.evaluate_expressions(predict, face_model, input_size, size=n, with_expression=flag)
+               for name, flag in (("A_id + A_exp", True), ("A_id only", False))}
+    results[MEAN_FACE] = synthetic.evaluate_expressions(synthetic.mean_face_predictor(face_model), face_model, input_size, size=n)
+    if model_dir.is_file():
+        albedo_results, albedo_note = None, "Skipped: a training checkpoint is scored for its geometry only."
+    else:
+        albedo_results, albedo_note = synthetic.stored_albedo_errors(model_dir, manifest, face_model, albedo, n)
 
-    lines = [f"# Held-out synthetic set: {n} faces, model {manifest['model']['name']} {manifest['model']['version']}", "",
+    lines = [f"# Held-out synthetic set: {n} faces, {label}", "",
              f"Machine: {machine()}.", "", *geometry_table(results), "", "## Albedo", "", albedo_note]
     if albedo_results:
         yaw_bins = list(next(iter(albedo_results.values()))["face_by_yaw"])

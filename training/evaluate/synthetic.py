@@ -135,6 +135,27 @@ def evaluate_albedo(predict: TexturePredictor, model: UVFaceModel, image_size: i
     return {kind: summary(kind) for kind in kinds}
 
 
+def checkpoint_geometry_predictor(path: Path) -> tuple[Predictor, dict]:
+    """A training checkpoint's geometry stream (stage 1's ``model`` or stage 3's ``geometry_model``) as a
+    ``Predictor`` (on the CPU), and its config dict, so that a run can be scored before it is exported."""
+    import torch
+
+    from training.models import GeometryStream, NetworkConfig
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = NetworkConfig.from_dict(ckpt["config"])
+    net = GeometryStream(cfg.geometry)
+    net.load_state_dict(ckpt["model"] if "model" in ckpt else ckpt["geometry_model"])
+    net.eval()
+
+    def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out = net(torch.from_numpy(images))
+        return out.a_id.numpy(), out.a_exp.numpy()
+
+    return predict, ckpt["config"]
+
+
 def stored_geometry_predictor(model_dir: Path) -> Predictor:
     """A model store's geometry.onnx as a ``Predictor`` (on the CPU)."""
     import onnxruntime as ort
