@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Serving needs only the `serve` extra (onnxruntime, no torch); `make test` adds training and tests.
+SERVE_STAMP := $(VENV)/.installed-serve
 VIEWER := service/viewer
 # npm ci writes this hidden lockfile last: newer than package-lock.json once the install is complete.
 VIEWER_STAMP := $(VIEWER)/node_modules/.package-lock.json
@@ -19,6 +21,10 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[train,serve,dev]'
 	touch $(STAMP)
 
+$(SERVE_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[serve]'
+	touch $(SERVE_STAMP)
+
 install: $(STAMP)
 
 # three.js for the viewer page at GET /, exactly as service/viewer/package-lock.json pins it.
@@ -28,7 +34,7 @@ $(VIEWER_STAMP): $(VIEWER)/package.json $(VIEWER)/package-lock.json
 viewer: $(VIEWER_STAMP)
 
 # Serves the newest model under model_store/ on :8000 (FACERECON_* settings apply).
-serve: $(STAMP) $(VIEWER_STAMP)
+serve: $(SERVE_STAMP) $(VIEWER_STAMP)
 	$(PY) -m service --model-store model_store --host 0.0.0.0 --port 8000
 
 test: $(STAMP)
