@@ -169,8 +169,31 @@ def validation_message(error: dict) -> str:
     return error.get("msg", "")
 
 
+RECONSTRUCT_PATHS = ("/v1/reconstruct", "/v1/reconstruct/batch")
+
+
+class RequestGate:
+    """Admission before the upload: reconstruction requests in flight, counted from their arrival,
+    before their body is read. Beyond ``capacity`` a request is refused at once (503), so an overloaded
+    server does not read and parse an upload only to refuse it (the engine's own bound,
+    ``Engine.admit``, still holds for each photo). Used on the event loop only, so no lock."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.in_flight = capacity, 0
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.capacity:
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+
 def install_middleware(app: FastAPI) -> None:
     metrics: Metrics = app.state.metrics
+    gate = app.state.gate = RequestGate(app.state.settings.queue_size)
 
     @app.middleware("http")
     async def request_context(request: Request, call_next):
@@ -179,12 +202,21 @@ def install_middleware(app: FastAPI) -> None:
         start = time.perf_counter()
         settings: Settings = app.state.settings
         length = request.headers.get("content-length", "")
+        gated = request.method == "POST" and request.url.path in RECONSTRUCT_PATHS and app.state.engine is not None
         try:
             if length.isdigit() and int(length) > settings.max_upload_bytes * settings.max_batch_images + 65536:
                 # Refused before the multipart body is read and spooled.
                 response = problem_response(errors.too_large(
                     f"the request body is {length} bytes, over the limit",
                     max_upload_bytes=settings.max_upload_bytes), request)
+            elif gated and not gate.try_enter():
+                response = problem_response(errors.overloaded(
+                    settings.retry_after_s, f"{settings.queue_size} requests are already in flight; retry later"), request)
+            elif gated:
+                try:
+                    response = await call_next(request)
+                finally:
+                    gate.leave()
             else:
                 response = await call_next(request)
         except Exception:  # noqa: BLE001 - the catch-all that keeps errors in problem+json

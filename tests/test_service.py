@@ -276,6 +276,26 @@ def test_503_with_retry_after_when_the_queue_is_full(client, photo):
     assert post(client, photo, format="json").status_code == 200  # admitted again once drained
 
 
+def test_a_request_that_cannot_be_queued_is_refused_before_its_upload_is_read(client, photo):
+    """With queue_size requests already in flight, the next is a 503 at once: its body is never parsed
+    (a malformed multipart body would otherwise be a 4xx)."""
+    gate = client.app.state.gate
+    gate.in_flight += gate.capacity
+    try:
+        response = client.post("/v1/reconstruct", content=b"--not a multipart body",
+                               headers={"Content-Type": "multipart/form-data; boundary=x"})
+        batch = client.post("/v1/reconstruct/batch", content=b"--x", headers={"Content-Type": "multipart/form-data; boundary=x"})
+        job = client.post("/v1/jobs", content=b"--x", headers={"Content-Type": "multipart/form-data; boundary=x"})
+    finally:
+        gate.in_flight -= gate.capacity
+    assert_problem(response, 503, "overloaded")
+    assert response.headers["Retry-After"] == "1"
+    assert_problem(batch, 503, "overloaded")
+    assert job.status_code == 422  # jobs queue in the job store, not in the engine: not gated
+    assert gate.in_flight == 0
+    assert post(client, photo, format="json").status_code == 200 and gate.in_flight == 0
+
+
 # --- batch, batching, metrics ----------------------------------------------------------------------
 
 def test_batch_endpoint_reports_each_image(client, photo):
