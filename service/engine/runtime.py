@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +90,10 @@ class Model:
     def version(self) -> str:
         return self.store.version
 
-    @property
+    @cached_property
     def geometry_outputs(self) -> tuple[str, ...]:
         """What ``run_geometry`` returns, in order: ``GEOMETRY_OUTPUTS``, then the ``COEFFICIENT_OUTPUTS``
-        this graph has."""
+        this graph has (read once from the manifest: every request asks)."""
         names = {o["name"] for o in self.store.onnx_outputs("geometry")}
         return GEOMETRY_OUTPUTS + tuple(n for n in COEFFICIENT_OUTPUTS if n in names)
 
