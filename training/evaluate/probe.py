@@ -21,13 +21,15 @@ from .synthetic import evaluate_expressions, mean_face_predictor
 PROBE_SEED = 77  # training faces for the probe, disjoint from the held-out set's seed
 
 
-def encoder_latents(encoder: torch.nn.Module, gen: SynthFaceGenerator, count: int, batch_size: int = 32):
-    """(count, latent) latents of synthetic faces and their (count, 153) true coefficients."""
+def encoder_latents(encoder: torch.nn.Module, gen: SynthFaceGenerator, count: int, batch_size: int = 32,
+                    seed: int = PROBE_SEED, device: torch.device | str = "cpu"):
+    """(count, latent) latents of synthetic faces (``gen``'s batches of ``seed``, the encoder on
+    ``device``) and their (count, 153) true coefficients, identity then blendshape weights."""
     latents, coefficients = [], []
     with torch.no_grad():
         for k in range(count // batch_size):
-            batch = gen.batch(PROBE_SEED, k, batch_size)
-            latents.append(encoder(batch.image).numpy())
+            batch = gen.batch(seed, k, batch_size)
+            latents.append(encoder(batch.image.to(device)).cpu().numpy())
             coefficients.append(np.concatenate([batch.id_coeffs.numpy(), batch.exp_weights.numpy()], 1))
     return np.concatenate(latents), np.concatenate(coefficients)
 

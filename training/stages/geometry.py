@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from training.checkpoints import load_checkpoint, save_checkpoint
 from training.export.from_store import FOLDED, freeze_batchnorm
-from training.evaluate.probe import fit_ridge
+from training.evaluate.probe import encoder_latents, fit_ridge
 from training.facemodel import N_IDENTITY, UVFaceModel
 from training.fitting.crops import FittedPhotos
 from training.models import GeometryStream, NetworkConfig
@@ -100,13 +100,12 @@ def probe_coefficient_head(net: GeometryStream, gen: SynthFaceGenerator, count: 
     held-out mean squared errors (identity coefficients, blendshape weights)."""
     net.eval()
     head = net.coefficients.net
-    features, targets = [], []
-    for k in range(max(count // batch_size, 2)):
-        batch = gen.batch(PROBE_SEED, k, batch_size)
-        features.append(head[1](head[0](net.encoder(batch.image.to(device)))).cpu().double())
-        weights = batch.exp_weights.double().clamp(LOGIT_CLIP, 1 - LOGIT_CLIP)
-        targets.append(torch.cat([batch.id_coeffs.double(), torch.log(weights / (1 - weights))], 1))
-    x, y = torch.cat(features).numpy(), torch.cat(targets).numpy()
+    latents, coefficients = encoder_latents(net.encoder, gen, max(count // batch_size, 2) * batch_size, batch_size,
+                                            PROBE_SEED, device)
+    with torch.no_grad():
+        x = head[1](head[0](torch.from_numpy(latents).to(device))).cpu().double().numpy()
+    weights = np.clip(coefficients[:, N_IDENTITY:].astype(np.float64), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    y = np.concatenate([coefficients[:, :N_IDENTITY], np.log(weights / (1 - weights))], 1)
     split = len(x) * 4 // 5
     scale = float(np.square(x[:split] - x[:split].mean(0)).mean())
 
