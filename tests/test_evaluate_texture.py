@@ -200,8 +200,12 @@ def test_all_writes_every_table_in_process(store, tmp_path):
     assert sum(averaged["n"].values()) == 2 and averaged["overall"] != nme["overall"]
     synth = json.loads((out / "synthetic.json").read_text())
     assert set(synth["geometry"]) == {"A_id + A_exp", "A_id only", "mean face (baseline)"}
-    linear, stream = synth["albedo"]["linear albedo (p_t)"], synth["albedo"]["texture stream"]
+    linear, stream = synth["albedo"]["linear albedo (p_t), true inputs"], synth["albedo"]["texture stream, true inputs"]
     assert linear["n"] == 7 and linear["face"] < 0.05 and 0 < stream["face"] < 1
+    # The true p_t does not depend on the light; the p_t the geometry graph reads off the photo does.
+    assert linear["lighting_change"] == 0 and linear["occluded"] < 0.05
+    served = synth["albedo"]["linear albedo (p_t), as served"]
+    assert served["n"] == 7 and 0 < served["face"] < 1 and served["n_lit"] == 7 and served["lighting_change"] > 0
     assert set(json.loads((out / "texture.json").read_text())["sets"]) == {"photos", DATA.name}
     recorded = load_model_store(store).manifest["evaluation"]  # still a valid store, figures inside
     assert recorded["aflw2000"]["tiny 0.0.1, in-process"]["nme_2d"]["overall"] == nme["overall"]

@@ -269,11 +269,11 @@ def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path 
              f"Machine: {machine()}.", "", *geometry_table(results), "", "## Albedo", "", albedo_note]
     if albedo_results:
         yaw_bins = list(next(iter(albedo_results.values()))["face_by_yaw"])
-        lines += ["", "| albedo | face region | visible part | " + " | ".join(f"face, yaw {b}" for b in yaw_bins) + " |",
-                  "|---" * (3 + len(yaw_bins)) + "|"]
+        lines += ["", "| albedo | face region | visible part | unseen part | occluded texels | lighting change | "
+                  + " | ".join(f"face, yaw {b}" for b in yaw_bins) + " |", "|---" * (6 + len(yaw_bins)) + "|"]
         for label, r in albedo_results.items():
-            lines.append(f"| {label} | {r['face']:.4f} | {r['visible']:.4f} | "
-                         + " | ".join(f"{r['face_by_yaw'][b]:.4f}" for b in yaw_bins) + " |")
+            lines.append(f"| {label} | {r['face']:.4f} | {r['visible']:.4f} | {r['unseen']:.4f} | {r['occluded']:.4f} | "
+                         f"{r['lighting_change']:.4f} | " + " | ".join(f"{r['face_by_yaw'][b]:.4f}" for b in yaw_bins) + " |")
     out.mkdir(parents=True, exist_ok=True)
     document = {"machine": machine(), "geometry": results, "albedo": albedo_results, "albedo_note": albedo_note}
     (out / "synthetic.json").write_text(json.dumps(document, indent=2) + "\n")

@@ -78,8 +78,8 @@ def texture_rows(run: Run, base_geometry: Path, photo_sets: dict[str, list[rende
     model = InProcessModel(store)
     sets = {name: rendered.evaluate_photos(model, photos, describe).summary["kinds"] for name, photos in photo_sets.items()}
     rows = {}
-    for key, mae_kind, render_kind in (("run", "texture stream", "albedo × shading"),
-                                       ("linear", "linear albedo (p_t)", "linear albedo (p_t) × shading")):
+    for key, mae_kind, render_kind in (("run", "texture stream, true inputs", "albedo × shading"),
+                                       ("linear", "linear albedo (p_t), true inputs", "linear albedo (p_t) × shading")):
         rows[key] = {"albedo_mae": maes[mae_kind]["face"], "albedo_mae_visible": maes[mae_kind]["visible"],
                      "e_pho": {name: kinds[render_kind]["e_pho"] for name, kinds in sets.items()},
                      "identity": {name: kinds[render_kind]["identity"] for name, kinds in sets.items()}}

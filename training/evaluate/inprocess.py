@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.engine.align import crop_face
+from service.engine.align import Crop, crop_face
 from service.engine.asm_decode import FaceGeometry, decode_asm
 from service.engine.detect import Detector, Face, make_detector
 from service.engine.mirror import require_mirror_ready, run_geometry
@@ -108,6 +108,23 @@ class InProcessModel:
     def reconstruct(self, photo: np.ndarray, box: Box | None = None) -> Reconstruction:
         """Geometry as :meth:`geometry`, then the unwrap and texture.onnx (both its outputs)."""
         box, box_from, outputs, geo = self.geometry(photo, box)
+        unwrapped, maps = self._texture(outputs, geo)
+        linear = maps.get("linear_albedo")
+        return Reconstruction(box=box, box_from=box_from, geometry=geo, unwrapped=unwrapped,
+                              albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
+
+    def crop_albedo(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(texture stream albedo, linear albedo or None), each (3, S, S), for a (3, N, N) float32 face crop
+        already framed as the service frames one: geometry.onnx, ASM decode, unwrap, texture.onnx."""
+        crop = Crop(image=image, origin=(0.0, 0.0), step=1.0)
+        outputs = run_geometry(self.model.run_geometry, image[None], self.settings.mirror_average)
+        geo = decode_asm({k: out[0] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology,
+                         self.pose_fields)
+        _, maps = self._texture(outputs, geo)
+        linear = maps.get("linear_albedo")
+        return maps["albedo"][0], None if linear is None else linear[0]
+
+    def _texture(self, outputs: list[np.ndarray], geo: FaceGeometry) -> tuple[Unwrap, dict[str, np.ndarray]]:
         crop = geo.crop
         unwrapped = unwrap(geo, self.topology)
         feeds = {
@@ -117,10 +134,7 @@ class InProcessModel:
             "uv_grid": unwrapped.uv_grid[None],
             "uv_visibility": unwrapped.visibility[None, None].astype(np.float32),
         }
-        maps = dict(zip(self.texture_outputs, self.model.texture.run(self.texture_outputs, feeds)))
-        linear = maps.get("linear_albedo")
-        return Reconstruction(box=box, box_from=box_from, geometry=geo, unwrapped=unwrapped,
-                              albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
+        return unwrapped, dict(zip(self.texture_outputs, self.model.texture.run(self.texture_outputs, feeds)))
 
     def mean_shape_predictor(self):
         """The 3D baseline under this model's own placement: ICT's mean face (neutral identity, no

@@ -10,15 +10,16 @@ face (``mean_face_predictor``: ICT's neutral mean identity, no expression) under
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import combinations
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from training.facemodel import UVFaceModel
-from training.synth import CATEGORIES, SynthFaceGenerator, SynthSettings
+from training.synth import CATEGORIES, SynthBatch, SynthFaceGenerator, SynthSettings
 
-from .metrics import aligned_vertex_error, similarity_vertex_error, yaw_bin
+from .metrics import aligned_vertex_error, similarity_vertex_error, texture_mae, yaw_bin
 
 HELD_OUT_SEED = 2_000_003  # never used for training
 SET_SIZE = 2016  # 7 categories x 3 yaw bins x 96
@@ -89,50 +90,105 @@ def mean_face_predictor(model: UVFaceModel) -> Predictor:
     return predict
 
 
-TexturePredictor = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
-"""texture.onnx's feeds (p_t, image, heatmaps, uv_grid, uv_visibility) -> albedo, linear_albedo (B, 3, S, S)."""
+AlbedoPredictor = Callable[[SynthBatch], tuple[np.ndarray, np.ndarray]]
+"""Held-out synthetic faces -> (the texture stream's albedo, the linear albedo from p_t), each (B, 3, S, S):
+from inputs built from the ground truth (the stream alone) or from the model's own geometry (as served)."""
+
+OCCLUDED_FACES = 128  # faces with an occluder, for the error over the texels it hides
+LIT_FACES, LIGHTINGS = 32, 8  # faces rendered under each of LIGHTINGS SH lightings, for the invariance
 
 
-def evaluate_albedo(predict: TexturePredictor, model: UVFaceModel, image_size: int, albedo_model, components: int,
-                    size: int = SET_SIZE, batch_size: int = 32) -> dict:
-    """Albedo MAE (colour in [0, 1]) of the texture stream and of the linear albedo from the true p_t
-    against the true albedo, over the UV face mask and over its visible part, on the held-out faces
-    drawn with albedos from ``albedo_model`` (an npz of ``python -m training.albedo``; its first
-    ``components`` components, as many as the graph's p_t).
+def evaluate_albedo(predictors: dict[str, AlbedoPredictor], model: UVFaceModel, image_size: int, albedo_model,
+                    components: int, size: int = SET_SIZE, batch_size: int = 32) -> dict:
+    """For each predictor (its name says where its inputs come from), the texture stream's and the linear
+    albedo's mean absolute error (colour in [0, 1]) against the true albedo, on held-out faces drawn with
+    albedos from ``albedo_model`` (an npz of ``python -m training.albedo``; its first ``components``):
 
-    The graph's inputs come from the ground-truth geometry (``training.stages.texture.texture_inputs``),
-    so the figure measures the texture stream alone, not the geometry stream's errors.
+    * over the UV face mask, its visible part and its unseen part (``size`` plain faces, by yaw bin too);
+    * over the texels an occluder (a hand, hair, glasses) hides: ``OCCLUDED_FACES`` faces (at most
+      ``size``) each with one, against the same faces without it;
+    * lighting invariance: ``LIT_FACES`` faces (at most ``size``) each rendered under the same ``LIGHTINGS`` SH lightings,
+      the mean absolute difference between the albedos returned for two lightings of a face.
     """
-    from training.stages.texture import texture_inputs
-
-    from .metrics import texture_mae
-
     gen = SynthFaceGenerator(model, SynthSettings(image_size=image_size), albedo_model=albedo_model,
                              albedo_components=components)
+    hidden_gen = SynthFaceGenerator(model, SynthSettings(image_size=image_size, occluder_fraction=1.0),
+                                    albedo_model=albedo_model, albedo_components=components)
     cats, yaws = held_out_design(size)
     mask = model.layout.mask
-    kinds = ("texture stream", "linear albedo (p_t)")  # texture.onnx's two outputs, in order
-    records = []  # (kind, yaw bin, MAE over the face, MAE over its visible part)
+    n_occluded, n_lit = min(OCCLUDED_FACES, size), min(LIT_FACES, size)
+    rows = {f"{kind}, {name}": [] for name in predictors for kind in ("texture stream", "linear albedo (p_t)")}
+    records = []  # (row, yaw bin, MAE over the face, its visible part, its unseen part)
     for start in range(0, size, batch_size):
         n = min(batch_size, size - start)
         batch = gen.batch(HELD_OUT_SEED, start, n, categories=cats[start:start + n], yaw_degrees=yaws[start:start + n])
-        inputs = texture_inputs(batch)
-        feeds = {name: getattr(inputs, name).numpy().astype(np.float32)
-                 for name in ("p_t", "image", "heatmaps", "uv_grid", "uv_visibility")}
         truth = batch.albedo.numpy().transpose(0, 2, 3, 1)
         visible = batch.uv_visible.numpy()
-        for kind, maps in zip(kinds, predict(feeds)):
-            pred = maps.transpose(0, 2, 3, 1)
-            records += [(kind, yaw_bin(yaws[start + i]), texture_mae(pred[i], truth[i], mask),
-                         texture_mae(pred[i], truth[i], mask & visible[i])) for i in range(n)]
+        for name, predict in predictors.items():
+            for kind, maps in zip(("texture stream", "linear albedo (p_t)"), predict(batch)):
+                pred = maps.transpose(0, 2, 3, 1)
+                records += [(f"{kind}, {name}", yaw_bin(yaws[start + i]), texture_mae(pred[i], truth[i], mask),
+                             texture_mae(pred[i], truth[i], mask & visible[i]),
+                             texture_mae(pred[i], truth[i], mask & ~visible[i])) for i in range(n)]
+    occluded = {row: [] for row in rows}  # MAE over the texels the occluder hides, per face
+    for start in range(0, n_occluded, batch_size):
+        n = min(batch_size, n_occluded - start)
+        plain, hidden = (g.batch(HELD_OUT_SEED + 1, start, n) for g in (gen, hidden_gen))
+        behind = mask & plain.uv_visible.numpy() & ~hidden.uv_visible.numpy()  # (n, S, S)
+        truth = hidden.albedo.numpy().transpose(0, 2, 3, 1)
+        for name, predict in predictors.items():
+            for kind, maps in zip(("texture stream", "linear albedo (p_t)"), predict(hidden)):
+                pred = maps.transpose(0, 2, 3, 1)
+                occluded[f"{kind}, {name}"] += [texture_mae(pred[i], truth[i], behind[i]) for i in range(n) if behind[i].any()]
+    lightings = SynthFaceGenerator.sample_lighting(np.random.default_rng(HELD_OUT_SEED + 2), LIGHTINGS)
+    changes = {row: [] for row in rows}
+    for start in range(0, n_lit, batch_size):
+        n = min(batch_size, n_lit - start)
+        lit = [gen.batch(HELD_OUT_SEED + 2, start, n, lighting=light.expand(n, -1)) for light in lightings]
+        for name, predict in predictors.items():
+            outputs = [predict(b) for b in lit]  # per lighting: (stream, linear)
+            for k, kind in enumerate(("texture stream", "linear albedo (p_t)")):
+                maps = np.stack([o[k] for o in outputs]).transpose(0, 1, 3, 4, 2)  # (L, n, S, S, 3)
+                changes[f"{kind}, {name}"] += [float(np.abs(maps[a, i] - maps[b, i])[mask].mean())
+                                               for i in range(n) for a, b in combinations(range(LIGHTINGS), 2)]
 
-    def summary(kind):
-        mine = [r for r in records if r[0] == kind]
+    def summary(row):
+        mine = [r for r in records if r[0] == row]
         bins = sorted({r[1] for r in mine})
         return {"face": float(np.mean([r[2] for r in mine])), "visible": float(np.nanmean([r[3] for r in mine])),
-                "face_by_yaw": {b: float(np.mean([r[2] for r in mine if r[1] == b])) for b in bins}, "n": len(mine)}
+                "unseen": float(np.nanmean([r[4] for r in mine])), "occluded": float(np.mean(occluded[row])),
+                "lighting_change": float(np.mean(changes[row])),
+                "face_by_yaw": {b: float(np.mean([r[2] for r in mine if r[1] == b])) for b in bins}, "n": len(mine),
+                "n_occluded": len(occluded[row]), "n_lit": n_lit, "lightings": LIGHTINGS}
 
-    return {kind: summary(kind) for kind in kinds}
+    return {row: summary(row) for row in rows}
+
+
+def truth_fed_albedo_predictor(run: Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]) -> AlbedoPredictor:
+    """texture.onnx's feeds (p_t, image, heatmaps, uv_grid, uv_visibility) -> (albedo, linear_albedo), fed
+    from the ground truth (geometry, visibility and the true p_t): the texture stream alone."""
+    from training.stages.texture import texture_inputs
+
+    def predict(batch: SynthBatch):
+        inputs = texture_inputs(batch)
+        return run({name: getattr(inputs, name).numpy().astype(np.float32)
+                    for name in ("p_t", "image", "heatmaps", "uv_grid", "uv_visibility")})
+
+    return predict
+
+
+def served_albedo_predictor(model_dir: Path) -> AlbedoPredictor:
+    """A model store's albedo as the service computes it from the face crop alone: geometry.onnx, ASM
+    decode, unwrap, texture.onnx (``InProcessModel.crop_albedo``); the synthetic image is the crop."""
+    from .inprocess import InProcessModel
+
+    model = InProcessModel(model_dir)
+
+    def predict(batch: SynthBatch):
+        maps = [model.crop_albedo(image) for image in batch.image.numpy().astype(np.float32)]
+        return np.stack([m[0] for m in maps]), np.stack([m[1] for m in maps])
+
+    return predict
 
 
 def checkpoint_geometry_predictor(path: Path) -> tuple[Predictor, dict]:
@@ -170,7 +226,7 @@ def stored_geometry_predictor(model_dir: Path) -> Predictor:
 
 
 def stored_albedo_errors(model_dir: Path, manifest: dict, face_model, albedo: Path | None, n: int) -> tuple[dict | None, str]:
-    """A model store's albedo MAE table (or None) and a sentence saying what it is or why it is missing."""
+    """A model store's albedo table (or None) and a sentence saying what it is or why it is missing."""
     if not (model_dir / "texture.onnx").is_file():
         return None, f"Skipped: {model_dir} has no texture.onnx."
     if albedo is None:
@@ -184,12 +240,15 @@ def stored_albedo_errors(model_dir: Path, manifest: dict, face_model, albedo: Pa
         have = len(d["std"])
     if have < k:
         raise ValueError(f"{albedo} holds {have} albedo components; the texture graph takes p_t of {k}")
-
-    def predict(feeds):
-        return session.run(["albedo", "linear_albedo"], feeds)
-
-    results = evaluate_albedo(predict, face_model, manifest["input_size"], albedo, k, size=n)
-    note = (f"Mean absolute error (colour in [0, 1]) against the true albedo, over the UV face mask and its visible "
-            f"part; albedos drawn from `{albedo}` ({k} components) plus detail; the texture graph's inputs built "
-            f"from the ground-truth geometry and the true p_t.")
+    predictors = {"true inputs": truth_fed_albedo_predictor(lambda feeds: session.run(["albedo", "linear_albedo"], feeds)),
+                  "as served": served_albedo_predictor(model_dir)}
+    results = evaluate_albedo(predictors, face_model, manifest["input_size"], albedo, k, size=n)
+    first = next(iter(results.values()))
+    note = (f"Mean absolute error (colour in [0, 1]) against the true albedo; albedos drawn from `{albedo}` ({k} "
+            f"components) plus detail. *True inputs*: the texture graph fed from the ground-truth geometry and the "
+            f"true p_t (the stream alone); *as served*: the service's path from the face crop alone (geometry.onnx, "
+            f"ASM decode, unwrap, texture.onnx). Face region, its visible and unseen parts on {n} plain faces; "
+            f"*occluded*: the texels a hand, hair or glasses hides, {first['n_occluded']} faces; "
+            f"*lighting change*: {first['n_lit']} faces each under the same {LIGHTINGS} SH lightings, the mean absolute difference between "
+            f"two lightings' albedos (0 for a perfectly delit albedo).")
     return results, note

@@ -147,10 +147,12 @@ class SynthFaceGenerator:
         return out.reshape(b, s, s, 3).permute(0, 3, 1, 2)
 
     def batch(self, seed: int, index: int, batch_size: int, categories: np.ndarray | None = None,
-              yaw_degrees: np.ndarray | None = None, faces: GivenFaces | None = None) -> SynthBatch:
+              yaw_degrees: np.ndarray | None = None, faces: GivenFaces | None = None,
+              lighting: torch.Tensor | None = None) -> SynthBatch:
         """Sample ``batch_size`` faces; ``categories`` (B,) and ``yaw_degrees`` (B,) fix those draws
         (for balanced test sets); ``faces`` replaces the drawn identity, expression, albedo and
-        rotation (their category is -1 and p_t is (B, 0))."""
+        rotation (their category is -1 and p_t is (B, 0)); ``lighting`` (B, 27) replaces the drawn SH
+        lighting (the draw is still made, so the same seed gives the same faces under other light)."""
         rng = np.random.default_rng([seed, index])
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         st, b, h = self.settings, batch_size, self.settings.image_size
@@ -168,7 +170,9 @@ class SynthFaceGenerator:
         if faces is not None:
             p_h[:, :3] = faces.rotation
         p_h = self._frame(rng, p_h, verts[:, self.landmark_index])
-        p_l = self._sample_lighting(rng, b)
+        p_l = self.sample_lighting(rng, b)
+        if lighting is not None:
+            p_l = lighting.to(p_l.dtype).reshape(b, -1).clone()
         albedo, p_t = self._sample_albedo(rng, g, b) if faces is None else (faces.albedo, torch.zeros(b, 0))
         colours = self._vertex_colours(rng, albedo)
         camera = pose_to_camera(p_h, h)
@@ -218,7 +222,7 @@ class SynthFaceGenerator:
         return out
 
     @staticmethod
-    def _sample_lighting(rng, b) -> torch.Tensor:
+    def sample_lighting(rng: np.random.Generator, b: int) -> torch.Tensor:
         """SH irradiance: a tinted ambient term, a random key light direction, weak second order."""
         sh = np.zeros((b, 9, 3), np.float32)
         tint = rng.uniform(0.85, 1.15, (b, 1, 3))
