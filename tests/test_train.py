@@ -407,3 +407,61 @@ def test_a_training_checkpoint_is_scored_on_the_synthetic_set_beside_the_mean_fa
     assert set(geometry) == {"A_id + A_exp", "A_id only", "mean face (baseline)"}
     assert geometry["A_id + A_exp"]["overall"]["n"] == 3 and geometry["A_id + A_exp"]["overall"]["similarity_mm"] > 0
     assert "checkpoint" in (tmp_path / "report" / "synthetic.md").read_text()
+
+
+def test_stage_three_appearance_only_keeps_the_shape_and_trains_albedo_and_light(tmp_path, fitted, folded_store):  # noqa: F811
+    """--appearance-only grows a p_t/p_l head as a copy of the PSN (the grown network computes exactly
+    what the store did), then trains only it and the texture stream against the anchor faces' albedo
+    and the exposure change: the encoder, decoders and pose head are bit for bit the store's."""
+    from dataclasses import replace
+
+    from training.models import GeometryStream
+    from training.stages.common import grown_geometry_weights, start_checkpoint
+    from training.train import main as train_main
+
+    cfg, _, _, folder = folded_store
+    grown_cfg = replace(cfg, geometry=replace(cfg.geometry, appearance_head=True))
+    start = start_checkpoint(folder, grown_cfg, torch.device("cpu"))
+    plain, grown = GeometryStream(cfg.geometry), GeometryStream(grown_cfg.geometry)
+    plain.load_state_dict(start["geometry_model"])
+    grown.load_state_dict(grown_geometry_weights(grown, start))
+    plain.eval(), grown.eval()
+    image = torch.rand(2, 3, cfg.geometry.image_size, cfg.geometry.image_size)
+    with torch.no_grad():
+        before, after = plain(image), grown(image)
+    for name in ("a_id", "a_exp", "p_t", "p_l", "p_h"):
+        assert torch.equal(getattr(before, name), getattr(after, name)), name
+
+    albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
+    run = tmp_path / "run"
+    train_main(["finetune", "--steps", "2", "--config", "tiny", "--regions", "4", "--appearance-only",
+                "--albedo-weight", "10", "--exposure-weight", "10", "--batch-size", "2", "--albedo", str(albedo),
+                "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "2", "--out", str(run),
+                "--geometry-from", str(folder), "--texture-from", str(folder)])
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["config"]["geometry"]["appearance_head"] is True and state["step"] == 2
+    weights, imported = state["geometry_model"], start["geometry_model"]
+    assert all(torch.equal(weights[k], imported[k]) for k in imported), "only the appearance head may move"
+    assert not torch.equal(weights["appearance.net.2.weight"], imported["psn.net.2.weight"])
+    assert not torch.equal(state["texture_model"]["out.weight"], start["texture_model"]["out.weight"])
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert float(rows[-1]["albedo"]) > 0 and float(rows[-1]["exposure"]) >= 0
+    assert 0 < float(rows[-1]["val_synthetic_albedo"]) < 1  # the tiny fitted set holds no validation photos
+    assert (run / "best.pt").is_file()
+
+
+def test_an_exposed_face_is_the_same_face_under_scaled_light(uv_models):
+    """exposed_faces scales the photo and the SH lighting alike: rendering the face under the scaled
+    lighting gives the scaled photo wherever the face is and nothing clips."""
+    from training.stages.finetune import exposed_faces
+    from training.synth import SynthFaceGenerator, SynthSettings
+
+    gen = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=48))
+    batch = gen.batch(5, 0, 3)
+    factors = torch.tensor([0.5, 0.8, 1.0])
+    darker = exposed_faces(batch, factors)
+    relit = gen.batch(5, 0, 3, lighting=batch.p_l * factors[:, None])
+    assert torch.equal(darker.albedo, batch.albedo) and torch.allclose(darker.p_l, relit.p_l)
+    face = batch.face_mask[:, None].expand_as(batch.image) & (batch.image < 0.999)
+    assert face.sum() > 100
+    assert torch.allclose(darker.image[face], relit.image[face], atol=1e-4)

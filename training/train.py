@@ -64,6 +64,15 @@ def main(argv: list[str] | None = None) -> None:
                         "on this many synthetic faces before the first step (0: it starts at zero)")
     parser.add_argument("--anchor-weight", type=float, default=FinetuneLossWeights.anchor,
                         help="stage 3: the weight of stage 1's L_gs on synthetic faces, which keeps the 3D shape")
+    parser.add_argument("--albedo-weight", type=float, default=FinetuneLossWeights.albedo,
+                        help="stage 3: the weight of the texture stream's albedo error on the synthetic anchor faces (issue 22)")
+    parser.add_argument("--exposure-weight", type=float, default=FinetuneLossWeights.exposure,
+                        help="stage 3: the weight of the change of each photo's albedo at another exposure")
+    parser.add_argument("--appearance-only", action="store_true",
+                        help="stage 3: train only the texture stream and a p_t/p_l head grown beside the PSN "
+                        "(GeometryConfig.appearance_head); shape, pose and landmarks stay the start's")
+    parser.add_argument("--reset-albedo-correction", action="store_true",
+                        help="stage 3: zero the texture stream's output layer, so it starts from the linear albedo at p_t")
     parser.add_argument("--linear-basis", action="store_true",
                         help="A_id and A_exp from ICT's linear model at predicted coefficients plus the decoders' "
                         "residual (GeometryConfig.linear_basis); a run may add it to a network trained without it")
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, geometry=replace(cfg.geometry, position_pooling=True))
     if args.linear_basis:
         cfg = replace(cfg, geometry=replace(cfg.geometry, linear_basis=True))
+    if args.appearance_only:
+        cfg = replace(cfg, geometry=replace(cfg.geometry, appearance_head=True))
     geometry_weights = replace(GEOMETRY_LOSS_ABLATIONS[args.geometry_losses], asm=args.asm_weight,
                                expression_weights=args.coefficient_weights[0],
                                identity_coefficients=args.coefficient_weights[1])
@@ -134,10 +145,13 @@ def main(argv: list[str] | None = None) -> None:
         settings = FinetuneSettings(profiled_batch_size=args.profiled, jaw_marching=args.jaw_marching,
                                     roll_degrees=args.roll_degrees, mirror_photos=args.mirror_photos,
                                     lr_schedule=args.lr_schedule, locate_lr_scale=args.locate_lr_scale,
+                                    appearance_only=args.appearance_only,
+                                    reset_albedo_correction=args.reset_albedo_correction,
                                     **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
-                              args.device, extra, FinetuneLossWeights(anchor=args.anchor_weight), geometry_weights)
+                              args.device, extra, FinetuneLossWeights(anchor=args.anchor_weight, albedo=args.albedo_weight,
+                                                                      exposure=args.exposure_weight), geometry_weights)
 
     if args.stage == "all":
         steps = [int(n) for n in args.stage_steps.split(",")]

@@ -33,6 +33,10 @@ class GeometryConfig:
     # (training.models.basis), plus the attribute decoders' output as a residual that starts at zero.
     # False: the decoders alone give the maps, as up to 0.7.0.
     linear_basis: bool = False
+    # p_t and p_l (albedo coefficients and lighting) from a second parametric sub-network, the first
+    # keeping p_h: stage 3 then teaches light from skin (issue 22) without moving the pose. It grows as a
+    # copy of the first, so it starts computing exactly what the network did. False: as up to 0.7.0.
+    appearance_head: bool = False
 
     def __post_init__(self):
         if 2 ** len(self.decoder_widths) != self.uv_size:

@@ -152,6 +152,7 @@ class GeometryStream(nn.Module):
         self.identity_decoder = AttributeDecoder(cfg)
         self.expression_decoder = AttributeDecoder(cfg)
         self.psn = ParametricSubNetwork(cfg)
+        self.appearance = ParametricSubNetwork(cfg) if cfg.appearance_head else None  # its p_h is unused
         self.coefficients = self.basis = None
         if cfg.linear_basis:
             face_model = face_model if face_model is not None else UVFaceModel.build(cfg.uv_size)
@@ -165,6 +166,8 @@ class GeometryStream(nn.Module):
         """image: (B, 3, H, W) RGB in [0, 1]."""
         latent = self.encoder(image)
         p_t, p_l, p_h = self.psn(latent)
+        if self.appearance is not None:
+            p_t, p_l, _ = self.appearance(latent)
         a_id, a_exp = self.identity_decoder(latent), self.expression_decoder(latent)
         if self.basis is None:
             return GeometryOutput(a_id, a_exp, p_t, p_l, p_h)

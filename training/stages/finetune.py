@@ -35,6 +35,20 @@ Adaptations, each for a reason:
   so a resumed run continues the same curve): a fine-tune from a shipped model ends with small steps
   instead of the full rate's step-to-step noise (0.6.0's held-out real NME went from 3.4-4.2 % early
   in the run to 3.2 % at its end). The paper's constant rate is the default.
+- The albedo is kept an albedo (issue 22; ``--albedo-weight``, ``--exposure-weight``,
+  ``--appearance-only``). E_pho alone rewards copying the photo, its light and background included,
+  into the albedo (0.7.0: albedo MAE 0.147 on synthetic faces after stage 3, 0.021 after stage 2). So
+  the anchor's synthetic faces (then with occluders and photo backgrounds, as in stage 2) also score
+  the texture stream's albedo, computed from the geometry stream's own output as the service does,
+  against their true albedo (L_rec); each anchor face is darkened or brightened by a random exposure,
+  its true lighting scaled with it, so that exposure is taught to be light; and each photo's albedo is
+  held to that of a copy at another exposure. With ``--appearance-only`` (needs the geometry stream's
+  appearance head) only the texture stream and the geometry stream's p_t/p_l head train: the encoder,
+  the ASM decoders and the pose head are frozen, so shape and landmarks stay exactly the start's.
+  ``--reset-albedo-correction`` zeroes the texture stream's output layer first, so that it starts
+  again from the linear albedo at p_t, as stage 2 does, rather than from a stream that copies photos.
+  ``best.pt`` then goes by the sum of the synthetic albedo error, the real photometric error and the
+  real exposure change.
 """
 
 from __future__ import annotations
@@ -42,7 +56,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +78,8 @@ from training.render import RenderSettings, render_mesh
 from training.stages.common import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, TextureInputs, geometry_loss,
                                     grown_geometry_weights, landmark_heatmaps, landmark_nmes, project_landmarks,
                                     start_checkpoint, to_device, uv_grid_from_geometry)
-from training.synth import SynthFaceGenerator, SynthSettings, uv_visibility
+from training.synth import SynthBatch, SynthFaceGenerator, SynthSettings, uv_visibility
+from training.synth.clutter import photo_patches
 from training.synth.profiling import BACKGROUND_PATCHES, ProfiledFaces, profile_generator
 
 
@@ -73,6 +88,8 @@ class FinetuneLossWeights:
     pixel: float = 0.1
     landmark: float = 1e-2
     anchor: float = 1.0  # stage 1's L_gs on a synthetic batch (see the module docstring)
+    albedo: float = 0.0  # L_rec of the anchor faces' albedo against their true albedo (issue 22)
+    exposure: float = 0.0  # each photo's albedo against that of a copy at another exposure (squared error)
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,10 @@ class FinetuneSettings:
     roll_degrees: float = 20.0  # the photos turned in the image plane, uniform in +-roll_degrees
     mirror_photos: bool = True  # half the photos mirrored left-right
     locate_lr_scale: float = 1.0  # the encoder's position-pooling layer learns at this multiple of the rate
+    appearance_only: bool = False  # only the texture stream and the p_t/p_l head train (module docstring)
+    reset_albedo_correction: bool = False  # the texture stream's output layer zeroed: it starts as the linear albedo
+    exposure_range: tuple[float, float] = (0.45, 1.2)  # photo brightness factors, drawn log-uniformly
+    anchor_occluder_fraction: float = 0.25  # with an albedo weight: anchor faces with a hand, hair or glasses
 
 
 def learning_rate(settings: FinetuneSettings, step: int) -> float:
@@ -106,12 +127,13 @@ def learning_rate(settings: FinetuneSettings, step: int) -> float:
 
 
 def parameter_groups(geometry: GeometryStream, texture: TextureStream, locate_lr_scale: float) -> list[dict]:
-    """Adam's parameter groups, each with the ``lr_scale`` its rate is multiplied by: the encoder's
-    position-pooling layer (``locate``) apart, since grown at stage 3 from zeros at the fine-tune's
-    small rate it hardly moves (2,200 steps at 5e-5 left its weights at a mean |w| of 3.5e-4)."""
-    locate = [] if geometry.encoder.locate is None else list(geometry.encoder.locate.parameters())
+    """Adam's parameter groups over the parameters that train, each with the ``lr_scale`` its rate is
+    multiplied by: the encoder's position-pooling layer (``locate``) apart, since grown at stage 3 from
+    zeros at the fine-tune's small rate it hardly moves (2,200 steps at 5e-5 left its weights at a mean
+    |w| of 3.5e-4)."""
+    locate = [] if geometry.encoder.locate is None else [p for p in geometry.encoder.locate.parameters() if p.requires_grad]
     apart = {id(p) for p in locate}
-    rest = [p for p in [*geometry.parameters(), *texture.parameters()] if id(p) not in apart]
+    rest = [p for p in [*geometry.parameters(), *texture.parameters()] if id(p) not in apart and p.requires_grad]
     groups = [dict(params=rest, lr_scale=1.0)]
     if locate:
         groups.append(dict(params=locate, lr_scale=locate_lr_scale))
@@ -141,6 +163,38 @@ class FaceRenderer:
         return camera, render_mesh(self.vertices(a_full), self.faces, camera, self.settings, vertex_colors=colours, sh_coeffs=sh)
 
 
+def albedo_from_geometry(geo, texture: TextureStream, renderer: FaceRenderer, image: torch.Tensor,
+                         landmarks_uv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The texture stream's albedo (B, 3, S, S) for (B, 3, H, H) photos from the geometry stream's output
+    ``geo``, its inputs built as the service builds them; and the projected landmarks (B, 68, 2)."""
+    size = image.shape[-1]
+    a_full = geo.a_full
+    marks = project_landmarks(a_full, geo.p_h, landmarks_uv, size)
+    with torch.no_grad():  # where the service would look: visibility and heatmaps carry no gradient
+        camera, depth_pass = renderer.render(a_full, geo.p_h)
+        visible = uv_visibility(a_full, camera, depth_pass, renderer.uv_mask)
+    inputs = TextureInputs(p_t=geo.p_t, image=image, heatmaps=landmark_heatmaps(marks.detach(), size),
+                           uv_grid=uv_grid_from_geometry(a_full, geo.p_h, size), uv_visibility=visible[:, None].float())
+    albedo, _, _ = texture(*inputs.as_args())
+    return albedo, marks
+
+
+def exposed(image: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) photos in [0, 1] with each one's brightness scaled by its (B,) factor, clipped as a camera would."""
+    return (image * factors[:, None, None, None]).clamp(0.0, 1.0)
+
+
+def exposure_factors(rng: np.random.Generator, n: int, span: tuple[float, float]) -> torch.Tensor:
+    """(n,) brightness factors drawn log-uniformly in ``span``."""
+    return torch.from_numpy(np.exp(rng.uniform(np.log(span[0]), np.log(span[1]), n)).astype(np.float32))
+
+
+def exposed_faces(batch: SynthBatch, factors: torch.Tensor) -> SynthBatch:
+    """Synthetic faces at another exposure: the photo and its SH lighting scaled alike (render = albedo x
+    shading is linear in the lighting), the albedo and everything else unchanged."""
+    return replace(batch, image=exposed(batch.image, factors), p_l=batch.p_l * factors[:, None].to(batch.p_l.device))
+
+
 def reconstruct(geometry: GeometryStream, texture: TextureStream, renderer: FaceRenderer, image: torch.Tensor,
                 landmarks_uv: torch.Tensor, marching: JawMarching | None = None):
     """Both streams on (B, 3, H, H) photos and the shaded render. Returns (geometry output, albedo
@@ -150,13 +204,7 @@ def reconstruct(geometry: GeometryStream, texture: TextureStream, renderer: Face
     size = image.shape[-1]
     geo = geometry(image)
     a_full = geo.a_full
-    marks = project_landmarks(a_full, geo.p_h, landmarks_uv, size)
-    with torch.no_grad():  # where the service would look: visibility and heatmaps carry no gradient
-        camera, depth_pass = renderer.render(a_full, geo.p_h)
-        visible = uv_visibility(a_full, camera, depth_pass, renderer.uv_mask)
-    inputs = TextureInputs(p_t=geo.p_t, image=image, heatmaps=landmark_heatmaps(marks.detach(), size),
-                           uv_grid=uv_grid_from_geometry(a_full, geo.p_h, size), uv_visibility=visible[:, None].float())
-    albedo, _, _ = texture(*inputs.as_args())
+    albedo, marks = albedo_from_geometry(geo, texture, renderer, image, landmarks_uv)
     _, shaded = renderer.render(a_full, geo.p_h, albedo, geo.p_l)
     if marching is not None:
         marks = marching.landmarks(a_full, geo.p_h, marks, size)
@@ -189,6 +237,32 @@ def validate_finetune(geometry, texture, renderer, real: FittedPhotos, landmarks
         errors += [float(d[m].mean()) for d, m in zip(diff, shaded.mask) if m.any()]
     geometry.train(), texture.train()
     return {"val_real_landmark_nme": float(np.mean(nmes)), "val_real_photometric": float(np.mean(errors))}
+
+
+VALIDATION_EXPOSURE = 0.55  # the darkening of issue 22's measurement through the API
+
+
+@torch.no_grad()
+def validate_appearance(geometry, texture, renderer, real: FittedPhotos, faces: list[SynthBatch], landmarks_uv,
+                        batch_size: int, device) -> dict[str, float]:
+    """Whether the albedo is an albedo: its mean absolute error against the truth on fixed synthetic faces
+    (inputs from the geometry stream, as the service builds them), and how much it changes on held-out
+    photos darkened to ``VALIDATION_EXPOSURE`` (both over the UV face mask, colours in [0, 1])."""
+    geometry.eval(), texture.eval()
+    mask = renderer.uv_mask
+    errors, changes = [], []
+    for batch in faces:
+        batch = to_device(batch, device)
+        albedo, _ = albedo_from_geometry(geometry(batch.image), texture, renderer, batch.image, landmarks_uv)
+        errors.append(float((albedo - batch.albedo).abs().mean(1)[:, mask].mean()))
+    for start in range(0, len(real), batch_size):
+        image = real.photo_batch(range(start, min(start + batch_size, len(real))), None).image.to(device)
+        dark = exposed(image, torch.full((len(image),), VALIDATION_EXPOSURE))
+        bright, _ = albedo_from_geometry(geometry(image), texture, renderer, image, landmarks_uv)
+        darker, _ = albedo_from_geometry(geometry(dark), texture, renderer, dark, landmarks_uv)
+        changes.append(float((bright - darker).abs().mean(1)[:, mask].mean()))
+    geometry.train(), texture.train()
+    return {"val_synthetic_albedo": float(np.mean(errors))} | ({"val_real_exposure_change": float(np.mean(changes))} if changes else {})
 
 
 @torch.no_grad()
@@ -232,6 +306,11 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     if folded:
         freeze_batchnorm(geometry)
         freeze_batchnorm(texture)
+    if settings.appearance_only:
+        if geometry.appearance is None:
+            raise ValueError("--appearance-only needs the geometry stream's appearance head (GeometryConfig.appearance_head)")
+        geometry.requires_grad_(False)
+        geometry.appearance.requires_grad_(True)
     groups = parameter_groups(geometry, texture, settings.locate_lr_scale)
     lr_scales = [group["lr_scale"] for group in groups]  # this run's, also when resuming an older checkpoint
     opt = torch.optim.Adam(groups, lr=settings.lr)
@@ -244,6 +323,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     else:
         geometry.load_state_dict(grown_geometry_weights(geometry, starts["geometry"]))
         texture.load_state_dict(stream_weights(starts["texture"], "texture"))
+        if settings.reset_albedo_correction:  # as stage 2 starts: I_a = I_ua, the U-Net's features kept
+            torch.nn.init.zeros_(texture.out.weight), torch.nn.init.zeros_(texture.out.bias)
     renderer = FaceRenderer(face_model, g.image_size, dev)
     targets = GeometryTargets(face_model, dev)
     landmarks_uv = targets.landmarks_uv
@@ -254,21 +335,33 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     real = FittedPhotos(fitted, photos, g.image_size)
     more = LandmarkedPhotos(extra[0], extra[1], g.image_size, jitter=jitter) if extra else None
     real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
-    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
+    keeps_albedo = weights.albedo > 0 or weights.exposure > 0
+    if keeps_albedo:  # the anchor faces also train the albedo: cluttered as stage 2's, behind and in front
+        anchor_faces = SynthSettings(image_size=g.image_size, occluder_fraction=settings.anchor_occluder_fraction)
+        gen = SynthFaceGenerator(face_model, anchor_faces, albedo, g.albedo_dim,
+                                 backgrounds=photo_patches(photos, settings.background_patches, g.image_size, settings.seed))
+        plain = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
+        albedo_val = [plain.batch(VALIDATION_SEED, i, settings.batch_size) for i in range(4)]
+    else:
+        gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
     profiled, profiled_val = None, []
     if settings.profiled_batch_size:
         profile_gen = profile_generator(face_model, photos, g.image_size, settings.seed, settings.background_patches)
         profiled = ProfiledFaces(fitted, profile_gen)
         held_out = ProfiledFaces(fitted, profile_gen, split="validation")
         profiled_val = [held_out.batch(VALIDATION_SEED, i, settings.batch_size) for i in range(4)] if len(held_out) else []
-    best = BestCheckpoint(out, "val_landmark_nme_mean" if profiled_val else "val_real_landmark_nme")
+    if keeps_albedo:
+        best = BestCheckpoint(out, "val_appearance")
+    else:
+        best = BestCheckpoint(out, "val_landmark_nme_mean" if profiled_val else "val_real_landmark_nme")
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     with log_path.open("a", newline="") as log_file:
         log = csv.writer(log_file)
         if new_log:
-            log.writerow(["step", "seconds", "total", "pixel", "landmark", "anchor", "val_real_landmark_nme",
-                          "val_real_photometric", "val_profiled_landmark_nme"])
+            log.writerow(["step", "seconds", "total", "pixel", "landmark", "anchor", "albedo", "exposure",
+                          "val_real_landmark_nme", "val_real_photometric", "val_profiled_landmark_nme",
+                          "val_synthetic_albedo", "val_real_exposure_change"])
         start, deadline = time.time(), Deadline(settings.minutes)
         bar = tqdm(total=settings.steps, initial=step, desc="stage 3 fine-tune", unit="step")
         geometry.train(), texture.train()
@@ -282,14 +375,26 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                 parts.append(more.batch(rng.choice(len(more), n_more, replace=False), rng))
             photos_k = (torch.cat([b.image for b in parts]), torch.cat([b.landmarks for b in parts]))
             turned = profiled.batch(settings.seed + 4, k, settings.profiled_batch_size) if profiled is not None else None
-            return photos_k, gen.batch(settings.seed + 3, k, settings.anchor_batch_size), turned
+            synthetic = gen.batch(settings.seed + 3, k, settings.anchor_batch_size)
+            if keeps_albedo:
+                synthetic = exposed_faces(synthetic, exposure_factors(rng, settings.anchor_batch_size, settings.exposure_range))
+                photos_k = (*photos_k, exposure_factors(rng, len(photos_k[0]), settings.exposure_range))
+            return photos_k, synthetic, turned
 
-        for step, ((image, landmarks), synthetic, turned) in step_inputs(make, step, settings.steps, settings.workers):
+        uv_face = renderer.uv_mask[None, None]
+        for step, ((image, landmarks, *factors), synthetic, turned) in step_inputs(make, step, settings.steps, settings.workers):
             image, landmarks = image.to(dev), landmarks.to(dev)
-            _, _, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv, marching)
+            _, albedo, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv, marching)
             terms = finetune_loss(image, landmarks, shaded, marks, weights)
             synthetic = to_device(synthetic, dev)
-            terms["anchor"] = geometry_loss(geometry(synthetic.image), synthetic, targets, anchor_weights)["total"]
+            synthetic_geo = geometry(synthetic.image)
+            terms["anchor"] = geometry_loss(synthetic_geo, synthetic, targets, anchor_weights)["total"]
+            if keeps_albedo:
+                synthetic_albedo, _ = albedo_from_geometry(synthetic_geo, texture, renderer, synthetic.image, landmarks_uv)
+                terms["albedo"] = losses.reconstruction_loss(synthetic_albedo, synthetic.albedo, uv_face)
+                other = exposed(image, factors[0].to(dev))
+                other_albedo, _ = albedo_from_geometry(geometry(other), texture, renderer, other, landmarks_uv)
+                terms["exposure"] = losses.reconstruction_loss(other_albedo, albedo.detach(), uv_face)
             if turned is not None:
                 turned = to_device(turned, dev)
                 terms["anchor"] = terms["anchor"] + geometry_loss(geometry(turned.image), turned, targets, anchor_weights)["total"]
@@ -305,14 +410,21 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             validating = step % settings.validate_every == 0 or out_of_time
             val = validate_finetune(geometry, texture, renderer, real_val, landmarks_uv, settings.batch_size, dev,
                                     marching) if validating else {}
+            if validating and keeps_albedo:
+                val |= validate_appearance(geometry, texture, renderer, real_val, albedo_val, landmarks_uv,
+                                           settings.batch_size, dev)
+                val["val_appearance"] = sum(val.get(k, 0.0) for k in ("val_synthetic_albedo", "val_real_photometric",
+                                                                      "val_real_exposure_change"))
             if validating and profiled_val:
                 val["val_profiled_landmark_nme"] = profiled_nme(geometry, profiled_val, landmarks_uv, dev)
                 if "val_real_landmark_nme" in val:
                     val["val_landmark_nme_mean"] = (val["val_real_landmark_nme"] + val["val_profiled_landmark_nme"]) / 2
             if step % settings.log_every == 0 or validating:
-                row = [step, round(time.time() - start, 1)] + [terms[k].item() for k in ("total", "pixel", "landmark", "anchor")]
+                row = [step, round(time.time() - start, 1)] + [terms[k].item() if k in terms else "" for k in
+                                                                 ("total", "pixel", "landmark", "anchor", "albedo", "exposure")]
                 log.writerow(row + [val.get(k, "") for k in ("val_real_landmark_nme", "val_real_photometric",
-                                                              "val_profiled_landmark_nme")])
+                                                              "val_profiled_landmark_nme", "val_synthetic_albedo",
+                                                              "val_real_exposure_change")])
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}")
             state = dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), optimizer=opt.state_dict(),
