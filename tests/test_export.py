@@ -163,3 +163,34 @@ def test_a_linear_basis_network_exports_its_coefficients_and_reads_back(tmp_path
     np.testing.assert_allclose(a_id, uv_models[64].identity_map(id_coeffs).transpose(0, 3, 1, 2) + residual, atol=1e-4)
     ckpt = checkpoint_from_store(report.folder)
     assert NetworkConfig.from_dict(ckpt["config"]).geometry.linear_basis and ckpt["import_parity"]["geometry"] <= 1e-4
+
+
+def test_half_precision_weights_halve_the_store_and_read_back(tmp_path, uv_models):
+    """--half-weights stores the large weights in float16 behind casts: the files shrink by about half,
+    the served graphs stay float32 in and out and within fp16 rounding of the network (the parity the
+    manifest records), and the store reads back (with an appearance head) to the stored weights exactly."""
+    from dataclasses import replace
+
+    import onnx
+
+    from training.export.from_store import checkpoint_from_store
+
+    cfg = tiny()
+    cfg = replace(cfg, geometry=replace(cfg.geometry, appearance_head=True))
+    torch.manual_seed(6)
+    geo = as_if_trained(GeometryStream(cfg.geometry))
+    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
+    full = export_model_store(geo, tex, cfg, tmp_path, "tiny", "0.0.6", face_model=uv_models[64])
+    half = export_model_store(geo, tex, cfg, tmp_path, "tiny", "0.0.7", face_model=uv_models[64], half_weights=True)
+    for graph in ("geometry", "texture"):
+        full_size, half_size = ((r.folder / f"{graph}.onnx").stat().st_size for r in (full, half))
+        assert half_size < 0.6 * full_size, graph
+        stored = onnx.load(str(half.folder / f"{graph}.onnx"))
+        assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in stored.graph.initializer)
+        assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in stored.graph.output)
+    assert 1e-6 < half.geometry_parity < 1e-2 and 1e-6 < half.texture_parity < 1e-2
+    assert load_model_store(half.folder).manifest["evaluation"]["onnx_parity_max_abs"]["texture"] == half.texture_parity
+    ckpt = checkpoint_from_store(half.folder)  # raises above its parity limit
+    assert max(ckpt["import_parity"].values()) <= 1e-5
+    weight = geo.appearance.net[2].weight.detach()
+    torch.testing.assert_close(ckpt["geometry_model"]["appearance.net.2.weight"], weight.half().float(), atol=0, rtol=0)

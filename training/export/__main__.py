@@ -26,12 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--version", required=True)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--half-weights", action="store_true",
+                        help="store the graphs' weights in float16, computed in float32 (half the size; training.export.half)")
     args = parser.parse_args(argv)
     if args.texture is None and not args.untrained_texture:
         parser.error("give --texture, or --untrained-texture to export the texture stream untrained")
 
     report = export_checkpoints(args.geometry, args.texture, args.albedo, args.root, args.name, args.version,
-                                args.overwrite)
+                                args.overwrite, args.half_weights)
     print(f"wrote {report.folder}; ONNX parity max |diff|: geometry {report.geometry_parity:.2e}, texture {report.texture_parity:.2e}")
 
 

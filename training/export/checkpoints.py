@@ -14,7 +14,7 @@ from .onnx import ExportReport, export_model_store
 
 
 def export_checkpoints(geometry_path: Path, texture_path: Path | None, albedo_path: Path | None, root: Path, name: str,
-                       version: str, overwrite: bool = False) -> ExportReport:
+                       version: str, overwrite: bool = False, half_weights: bool = False) -> ExportReport:
     """Load a geometry and a texture checkpoint (stage 3 files hold both) and write the model store.
     Without ``texture_path`` the texture stream is seeded and untrained, on ``albedo_path``'s albedo model."""
     geo_ckpt = torch.load(geometry_path, map_location="cpu", weights_only=False)
@@ -37,7 +37,8 @@ def export_checkpoints(geometry_path: Path, texture_path: Path | None, albedo_pa
     else:
         source = f"albedo model {albedo_path.name}" if albedo_path else "placeholder albedo model"
         evaluation["trained"]["texture"] = f"untrained (seeded), {source}"
-    return export_model_store(geometry, texture, cfg, root, name, version, evaluation=evaluation, overwrite=overwrite)
+    return export_model_store(geometry, texture, cfg, root, name, version, evaluation=evaluation, overwrite=overwrite,
+                              half_weights=half_weights)
 
 
 def trained(ckpt: dict) -> str:

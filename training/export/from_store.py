@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
 from service.model_store import load_model_store
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 
+from .half import float_initializers
 from .onnx import GEOMETRY_INPUTS, TEXTURE_INPUTS, _GeometryGraph, _TextureGraph, example_inputs, parity
 
 PARITY_LIMIT = 1e-4
@@ -77,7 +77,7 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
     values (fresh normalisation scales, all ones), and which one is not recorded.
     """
     model = onnx.load(str(path))
-    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    arrays = float_initializers(model)  # weights stored in half precision read back through their casts
     net = graph.net
     state = {k: v.clone() for k, v in net.state_dict().items()}
     loaded = set()

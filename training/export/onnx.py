@@ -25,6 +25,7 @@ from training.facemodel import UVFaceModel
 from training.models import GeometryStream, NetworkConfig, TextureStream
 from training.models.pose import camera_manifest
 
+from .half import store_weights_in_half
 from .store import write_model_store
 
 OPSET = 17
@@ -124,8 +125,11 @@ def export_model_store(
     inputs: dict[str, torch.Tensor] | None = None,
     evaluation: dict | None = None,
     overwrite: bool = False,
+    half_weights: bool = False,
 ) -> ExportReport:
-    """Export both streams, check parity on ``inputs`` (seeded ones by default), write the store."""
+    """Export both streams, check parity on ``inputs`` (seeded ones by default), write the store.
+    ``half_weights``: the graphs' large weights stored in float16 (``half.store_weights_in_half``), the
+    parity then measured on the stored graphs."""
     geometry.eval()
     texture.eval()
     face_model = face_model or UVFaceModel.build(cfg.geometry.uv_size)
@@ -136,6 +140,8 @@ def export_model_store(
         geo_path, tex_path = Path(tmp) / "geometry.onnx", Path(tmp) / "texture.onnx"
         export_geometry(geometry, geo_path, inputs)
         export_texture(texture, tex_path, inputs)
+        if half_weights:
+            store_weights_in_half(geo_path), store_weights_in_half(tex_path)
         geo_diff = parity(geo_path, _GeometryGraph(geometry), inputs, GEOMETRY_INPUTS)
         tex_diff = parity(tex_path, _TextureGraph(texture), inputs, TEXTURE_INPUTS)
         folder = write_model_store(
