@@ -55,14 +55,19 @@ def compose_texture(kind: str, albedo: np.ndarray, geo: FaceGeometry, unwrapped:
 
 def unwrap_photo(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, size: int, fill: np.ndarray) -> np.ndarray:
     """The full-resolution photo sampled at each texel's projected position; unseen texels from ``fill``."""
-    n = geo.crop.size
-    crop_xy = (unwrapped.uv_grid.astype(np.float64) + 1.0) * n / 2.0
-    photo_xy = resize(geo.crop.to_photo(crop_xy), size).astype(np.float32)
+    photo_xy = photo_positions(unwrapped, geo, size).astype(np.float32)
     # cv2.remap indexes pixel centres at integers; ours sit at +0.5.
     sampled = cv2.remap(photo, photo_xy[..., 0] - 0.5, photo_xy[..., 1] - 0.5, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REPLICATE).astype(np.float64) / 255.0
     seen = resize(unwrapped.visibility.astype(np.float64), size)[..., None]
     return seen * sampled + (1.0 - seen) * fill
+
+
+def photo_positions(unwrapped: Unwrap, geo: FaceGeometry, size: int) -> np.ndarray:
+    """(size, size, 2) photo pixels (x, y) each texel projects to, the UV grid's positions resized
+    (texel centres aligned) to the output resolution."""
+    crop_xy = (unwrapped.uv_grid.astype(np.float64) + 1.0) * geo.crop.size / 2.0
+    return resize(geo.crop.to_photo(crop_xy), size)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
