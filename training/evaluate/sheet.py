@@ -19,14 +19,15 @@ import torch
 
 from service.engine.align import crop_face
 from service.engine.camera import rotation
-from service.engine.texture import TEXTURE_KINDS, compose_texture
+from service.engine.texture import TEXTURE_KINDS, compose_texture, resize, unwrap_photo
 from service.engine.topology import MeshTopology
 from training.render import RenderSettings, TexturesUV, WeakPerspectiveCamera, render_mesh
 
 from .inprocess import InProcessModel, Reconstruction
 from .rendered import Photo, load_photo_folder
+from .seam import seam_figures
 
-VIEW_YAWS = (0.0, 45.0)  # degrees; positive turns the face's left cheek (the viewer's right) towards the camera
+VIEW_YAWS = (0.0, 45.0)  # degrees; positive turns the nose to the viewer's right, showing the face's right cheek
 FIELD = 1.5  # canonical units across a panel: the canonical face spans about 1.25 high, 1.0 wide
 BACKGROUND = 0.5  # neutral grey
 TEXTURE_SIZE = 512  # what the sheet's textures are composed at (the service's usual request)
@@ -37,6 +38,7 @@ MIN_TURNED_YAW = 40.0  # degrees, |yaw| of the AFLW2000-3D heads picked as "turn
 class SheetRow:
     label: str
     panels: list[np.ndarray]  # (P, P, 3) uint8: the crop, then per texture kind one per view yaw
+    seam: dict[str, dict | None]  # the `photo` texture's seam figures, feathered and as the plain switch
 
 
 def column_titles(kinds: tuple[str, ...] = TEXTURE_KINDS, yaws: tuple[float, ...] = VIEW_YAWS) -> tuple[str, ...]:
@@ -82,7 +84,11 @@ def sheet_row(model: InProcessModel, photo: Photo, panel: int, rec: Reconstructi
     panels = [(crop.image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)]
     panels += [views[yaw][k] for k in range(len(kinds)) for yaw in yaws]
     yaw, _, _ = geo.pose_degrees
-    return SheetRow(f"{photo.name} (yaw {round(yaw) or 0:+d}°)", panels)
+    fill = resize(rec.albedo.transpose(1, 2, 0), texture_size)
+    seam = {name: seam_figures(unwrap_photo(photo.image, rec.unwrapped, geo, texture_size, fill, topo, feather),
+                               rec.unwrapped.visibility, topo.uv_mask)
+            for name, feather in (("feathered", True), ("switch", False))}
+    return SheetRow(f"{photo.name} (yaw {round(yaw) or 0:+d}°)", panels, seam)
 
 
 def turned_aflw_photos(folder: Path, count: int, min_yaw: float = MIN_TURNED_YAW) -> list[Photo]:
@@ -124,4 +130,18 @@ def sheet_report(model_dir: Path, photos: Path, aflw: Path | None, turned: int, 
     write_grid([(r.label, r.panels) for r in rows], out, column_titles())
     line = (f"{out}: {len(rows)} rows of {model.label} (textures composed at {TEXTURE_SIZE}², rendered unlit in the "
             f"canonical frame, front and at {VIEW_YAWS[1]:.0f}°)")
-    return line + "".join(f"\n  not reconstructed: {f}" for f in failures)
+    line += "".join(f"\n  not reconstructed: {f}" for f in failures)
+    return line + "\n" + seam_summary(rows)
+
+
+def seam_summary(rows: list[SheetRow]) -> str:
+    """The `photo` texture's seam over the rows that have one: feathered against the plain switch."""
+    lines = []
+    for name in ("feathered", "switch"):
+        figures = [r.seam[name] for r in rows if r.seam[name] is not None]
+        if figures:
+            mean = {k: float(np.mean([f[k] for f in figures])) for k in ("edge_contrast", "step", "own_step")}
+            lines.append(f"  `photo` seam, {name} ({len(figures)} faces): edge contrast {mean['edge_contrast']:.2f} "
+                         f"(1 = the photo's own detail), step across {mean['step']:.3f} (the photo's own "
+                         f"{mean['own_step']:.3f})")
+    return "\n".join(lines)
