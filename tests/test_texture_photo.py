@@ -59,7 +59,7 @@ def test_photo_where_seen_fill_matched_to_its_colour_where_not(placed, topology)
     np.testing.assert_allclose(out[w > 0.999], np.broadcast_to([200 / 255, 120 / 255, 60 / 255], out[w > 0.999].shape),
                                atol=2e-3)
     gain = np.array([200, 120, 60]) / 255 / fill[w > 0.5].mean(0)  # the fill brought to the photo's mean colour
-    np.testing.assert_allclose(out[w == 0], fill[w == 0] * gain, rtol=1e-9)
+    np.testing.assert_allclose(out[w == 0], fill[w == 0] * gain, rtol=0.01)  # (the mean is taken on a subsample)
 
 
 def test_feathering_softens_the_seam_the_switch_leaves(placed, topology):

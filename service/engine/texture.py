@@ -64,17 +64,25 @@ def unwrap_photo(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, size: 
     photo_xy = photo_positions(unwrapped, geo, size).astype(np.float32)
     # cv2.remap indexes pixel centres at integers; ours sit at +0.5.
     sampled = cv2.remap(photo, photo_xy[..., 0] - 0.5, photo_xy[..., 1] - 0.5, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE).astype(np.float64) / 255.0
+                        borderMode=cv2.BORDER_REPLICATE)
     if not feather:
         seen = resize(unwrapped.visibility.astype(np.float64), size)[..., None]
-        return seen * sampled + (1.0 - seen) * fill
-    weight = photo_weight(unwrapped, topo, size)
-    well_seen = weight > 0.5
+        return seen * sampled.astype(np.float64) / 255.0 + (1.0 - seen) * fill
+    # In float32 and in place: at 512² the blend's arithmetic is most of this stage's time.
+    colour = sampled.astype(np.float32)
+    colour *= np.float32(1.0 / 255.0)
+    weight = photo_weight(unwrapped, topo, size).astype(np.float32)
+    step = max(1, size // 128)  # the means from every step-th texel: as good, and cheaper at 512²
+    well_seen = weight[::step, ::step] > 0.5
+    gain = np.ones(3)
     if well_seen.any():
-        gain = sampled[well_seen].mean(0) / np.maximum(fill[well_seen].mean(0), 1e-3)
-        fill = fill * np.clip(gain, 0.25, 4.0)
-    weight = weight[..., None]
-    return weight * sampled + (1.0 - weight) * fill
+        gain = colour[::step, ::step][well_seen].mean(0) / np.maximum(fill[::step, ::step][well_seen].mean(0), 1e-3)
+    out = fill.astype(np.float32)
+    out *= np.clip(gain, 0.25, 4.0).astype(np.float32)
+    colour -= out
+    colour *= weight[..., None]
+    out += colour
+    return out
 
 
 # How far the photo is trusted (``photo``): fully where the surface faces the camera within about 66°
