@@ -49,3 +49,27 @@ def test_a_shift_in_the_photo_moves_the_uv_by_the_local_scale(placed, topology):
     assert seen.sum() > 30 and 0.8 < np.median(ratio) < 1.2
     at_512 = uv_distances(geo, unwrapped, topology, own + [0.0, 2.0], 512)  # texels scale with the texture side
     assert np.median(at_512["texels"][INNER][seen] / d["texels"][INNER][seen]) == pytest.approx(2.0, rel=0.1)
+
+
+def test_the_cli_scores_or_reports_every_annotated_face(tmp_path_factory, kit, tmp_path):
+    import json
+    import shutil
+
+    from service_fixtures import PHOTOS
+    from training.evaluate.__main__ import main
+
+    data = PHOTOS.parent / "aflw2000-dev"
+    if not (PHOTOS / "takeo.pts").is_file() or not data.is_dir():
+        pytest.skip(f"real photos or AFLW2000-3D dev absent under {PHOTOS.parent}")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("takeo.ppm", "takeo.pts", "trump.jpg"):  # trump has no .pts: not scored, not counted
+        shutil.copy(PHOTOS / name, folder / name)
+    store = tiny_store(tmp_path_factory, kit) / "tiny" / "0.0.1"
+    main(["uv-alignment", "--model", str(store), "--photos", str(folder), "--aflw", str(data), "--limit", "2",
+          "--size", "128", "--out", str(tmp_path / "reports")])
+    report = json.loads((tmp_path / "reports" / "uv_alignment.json").read_text())
+    sets = report["sets"]
+    assert report["size"] == 128 and set(sets) == {"photos", data.name}
+    assert sets["photos"]["n"] + sets[data.name]["n"] + len(report["failures"]) == 3
+    assert "| photos |" in (tmp_path / "reports" / "uv_alignment.md").read_text()

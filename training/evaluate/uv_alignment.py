@@ -90,7 +90,7 @@ def uv_distances(geo: FaceGeometry, unwrapped: Unwrap, topo: MeshTopology, landm
     uv, gap = photo_to_uv(positions, seen, landmarks[:, :2])
     target = mesh_landmarks_uv(topo, size)
     at = np.clip(np.round(target).astype(int), 0, size - 1)
-    return {"texels": np.linalg.norm(uv - target, axis=1), "gap_px": gap,
+    return {"texels": np.linalg.norm(uv - target, axis=1), "offset": uv - target, "gap_px": gap,
             "texels_per_px": texels_per_pixel(positions, target), "mesh_seen": seen[at[:, 1], at[:, 0]]}
 
 
@@ -118,7 +118,7 @@ def face_alignment(model, image: np.ndarray, landmarks: np.ndarray, mean_face: n
     # The floor only where the mesh's own landmark is seen: a hidden one (the far eye of a turned head)
     # lands on whatever hides it, which is the geometry's occlusion, not the lookup's error.
     return {"model": own["texels"], "floor": np.where(floor["mesh_seen"], floor["texels"], np.nan),
-            "mean_face": mean["texels"],
+            "mean_face": mean["texels"], "offset": own["offset"],
             "texels_per_px": own["texels_per_px"], "gap_px": own["gap_px"],
             "error_px": np.linalg.norm(geo.landmarks_photo[:, :2] - landmarks[:, :2], axis=1)}
 
@@ -136,6 +136,11 @@ def summarise(faces: dict[str, dict], yaws: dict[str, float] | None = None) -> d
     for key in (*ROWS, "texels_per_px", "error_px"):
         out[key] = {"inner": mean_of(key, INNER), "all": mean_of(key, np.arange(68))}
         out[key] |= {part: mean_of(key, idx) for part, idx in PARTS.items()}
+    # A systematic shift (the photo's eyes above the mesh's eye openings on every face) would be a
+    # calibration to fix, not noise: the mean signed offset, texels (x right, y down in the texture).
+    for part, idx in (("inner", INNER), *PARTS.items()):
+        out.setdefault("model_offset", {})[part] = (
+            [float(v) for v in np.mean([f["offset"][idx].mean(0) for f in faces.values()], 0)] if faces else None)
     out["off_surface"] = int(sum((f["gap_px"][INNER] > 2.0).sum() for f in faces.values()))  # points 2+ px off the seen mesh
     if yaws:
         out["model_inner_by_yaw"] = {}
@@ -160,14 +165,24 @@ def alignment_report(model_dir: Path, photos: Path | None, aflw: Path | None, li
 
     model = InProcessModel(model_dir)
     mean_face = UVFaceModel.build(model.model.store.uv_size).identity_map().transpose(2, 0, 1)
+    failures: list[str] = []
+
+    def score(named: list[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, dict]:
+        faces = {}
+        for name, image, landmarks in named:
+            try:
+                faces[name] = face_alignment(model, image, landmarks, mean_face, size)
+            except (LookupError, ValueError) as error:  # too small for the service, or nothing of it seen
+                failures.append(f"{name}: {error}")
+        return faces
+
     sets = {}
     if photos is not None:
         annotated = [p for p in load_photo_folder(photos) if p.landmarks is not None][:limit]
-        sets[photos.name] = ({p.name: face_alignment(model, p.image, p.landmarks, mean_face, size) for p in annotated}, None)
+        sets[photos.name] = (score([(p.name, p.image, p.landmarks) for p in annotated]), None)
     if aflw is not None:
         samples = load_samples(aflw, limit)
-        sets[aflw.name] = ({s.name: face_alignment(model, s.image, s.landmarks, mean_face, size) for s in samples},
-                           {s.name: s.yaw_degrees for s in samples})
+        sets[aflw.name] = (score([(s.name, s.image, s.landmarks) for s in samples]), {s.name: s.yaw_degrees for s in samples})
     summary = {name: summarise(faces, yaws) for name, (faces, yaws) in sets.items()}
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     lines = [f"# `photo` texture alignment, {model.label}", "",
@@ -184,12 +199,16 @@ def alignment_report(model_dir: Path, photos: Path | None, aflw: Path | None, li
                      f"{fmt(s['mean_face']['inner'])} | {fmt(s['mean_face']['all'])} | "
                      f"{fmt(s['texels_per_px']['inner'])} | {fmt(s['error_px']['inner'])} |")
     for name, s in summary.items():
+        shifts = ", ".join(f"{part} ({v[0]:+.1f}, {v[1]:+.1f})" for part, v in s["model_offset"].items() if v)
+        lines += ["", f"{name}, model, mean signed offset (x, y) in texels (y down: + = the photo's landmark lands "
+                      f"below the mesh's): {shifts}"]
         if "model_inner_by_yaw" in s:
             by = s["model_inner_by_yaw"]
             lines += ["", f"{name}, model, inner 51 by yaw: " + ", ".join(f"{b} {fmt(by[b])} (n {by['n ' + b]})" for b in BINS)]
+    lines += [f"\nNot scored: {f}" for f in failures]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
-    document = {"model": model.label, "size": size, "machine": machine(), "sets": summary}
+    document = {"model": model.label, "size": size, "machine": machine(), "sets": summary, "failures": failures}
     (out / "uv_alignment.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "uv_alignment.md").write_text(text)
     return text
