@@ -47,22 +47,79 @@ def compose_texture(kind: str, albedo: np.ndarray, geo: FaceGeometry, unwrapped:
         shading = sh_basis(normals) @ geo.lighting  # (S, S, 3)
         out = base * np.clip(resize(shading, size), 0.0, None)
     elif kind == "photo":
-        out = unwrap_photo(photo, unwrapped, geo, size, base)
+        out = unwrap_photo(photo, unwrapped, geo, size, base, topo)
     else:
         raise ValueError(f"unknown texture kind {kind!r}")
     return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def unwrap_photo(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, size: int, fill: np.ndarray) -> np.ndarray:
-    """The full-resolution photo sampled at each texel's projected position; unseen texels from ``fill``."""
-    n = geo.crop.size
-    crop_xy = (unwrapped.uv_grid.astype(np.float64) + 1.0) * n / 2.0
-    photo_xy = resize(geo.crop.to_photo(crop_xy), size).astype(np.float32)
+def unwrap_photo(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, size: int, fill: np.ndarray,
+                 topo: MeshTopology, feather: bool = True) -> np.ndarray:
+    """The full-resolution photo sampled at each texel's projected position, blended by
+    :func:`photo_weight` into ``fill`` (size, size, 3), which is first scaled per channel to the photo's
+    mean colour over the well-seen texels so that the two meet at the same brightness.
+
+    ``feather=False``: the plain switch by the resized visibility, unscaled fill (before issue 22; the
+    seam figures' baseline)."""
+    photo_xy = photo_positions(unwrapped, geo, size).astype(np.float32)
     # cv2.remap indexes pixel centres at integers; ours sit at +0.5.
     sampled = cv2.remap(photo, photo_xy[..., 0] - 0.5, photo_xy[..., 1] - 0.5, cv2.INTER_LINEAR,
-                        borderMode=cv2.BORDER_REPLICATE).astype(np.float64) / 255.0
-    seen = resize(unwrapped.visibility.astype(np.float64), size)[..., None]
-    return seen * sampled + (1.0 - seen) * fill
+                        borderMode=cv2.BORDER_REPLICATE)
+    if not feather:
+        seen = resize(unwrapped.visibility.astype(np.float64), size)[..., None]
+        return seen * sampled.astype(np.float64) / 255.0 + (1.0 - seen) * fill
+    # In float32 and in place: at 512² the blend's arithmetic is most of this stage's time.
+    colour = sampled.astype(np.float32)
+    colour *= np.float32(1.0 / 255.0)
+    weight = photo_weight(unwrapped, topo, size).astype(np.float32)
+    step = max(1, size // 128)  # the means from every step-th texel: as good, and cheaper at 512²
+    well_seen = weight[::step, ::step] > 0.5
+    gain = np.ones(3)
+    if well_seen.any():
+        gain = colour[::step, ::step][well_seen].mean(0) / np.maximum(fill[::step, ::step][well_seen].mean(0), 1e-3)
+    out = fill.astype(np.float32)
+    out *= np.clip(gain, 0.25, 4.0).astype(np.float32)
+    colour -= out
+    colour *= weight[..., None]
+    out += colour
+    return out
+
+
+# How far the photo is trusted (``photo``): fully where the surface faces the camera within about 66°
+# (cosine 0.4), not at all beyond about 84° (cosine 0.1), since a grazing view stretches a few photo
+# pixels, often the background's, over many texels; and fading in over FEATHER_TEXELS (at the unwrap's
+# resolution) from where the visibility ends, so that an occlusion edge (the nose over the far cheek)
+# is a ramp rather than a step.
+GRAZING_COSINE = (0.1, 0.4)
+FEATHER_TEXELS = 4.0
+
+
+def photo_weight(unwrapped: Unwrap, topo: MeshTopology, size: int) -> np.ndarray:
+    """(size, size) weight in [0, 1] of the photo against the fill: zero where unseen, rising with the
+    surface's facing and the distance from the visibility's edge inside the UV mask."""
+    lo, hi = GRAZING_COSINE
+    facing = np.zeros((topo.size, topo.size))
+    facing[topo.rows, topo.cols] = _smoothstep((unwrapped.normals_view[:, 2] - lo) / (hi - lo))
+    seen = unwrapped.visibility
+    # Distance to the nearest unseen texel of the mask; beyond the mask there is nothing to blend with.
+    distance = cv2.distanceTransform((seen | ~topo.uv_mask).astype(np.uint8), cv2.DIST_L2, 5)
+    edge = _smoothstep((distance - 0.5) / FEATHER_TEXELS)
+    # Blurred against texel-sized steps (z-buffer speckle), then cut back to the seen texels: an unseen
+    # texel shows whatever hides it, so none of the photo goes there (the ramp is ~0 at the edge already).
+    weight = cv2.GaussianBlur((seen * facing * edge).astype(np.float32), (0, 0), 0.7) * seen
+    return np.clip(resize(weight, size), 0.0, 1.0)
+
+
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def photo_positions(unwrapped: Unwrap, geo: FaceGeometry, size: int) -> np.ndarray:
+    """(size, size, 2) photo pixels (x, y) each texel projects to, the UV grid's positions resized
+    (texel centres aligned) to the output resolution."""
+    crop_xy = (unwrapped.uv_grid.astype(np.float64) + 1.0) * geo.crop.size / 2.0
+    return resize(geo.crop.to_photo(crop_xy), size)
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -4,6 +4,8 @@
     python -m training.evaluate synthetic --model model_store/<name>/<version> [--albedo data/albedo/albedo-k80.npz]
     python -m training.evaluate texture --model DIR --photos ../shared/eval/photos [--aflw DIR --limit N] [--grid PNG]
     python -m training.evaluate all --model DIR [--url URL] [--albedo NPZ] [--grid PNG]
+    python -m training.evaluate sheet --model DIR --out docs/texture-sheet.png [--photos DIR --aflw DIR --turned N]
+    python -m training.evaluate uv-alignment --model DIR [--photos DIR --aflw DIR --limit N --size 512]
     python -m training.evaluate boxes --model DIR [--data DIR --limit N]
     python -m training.evaluate probe --model DIR [--train-faces N --size N]
     python -m training.evaluate blendshapes --model DIR [--size N] [--photos DIR] [--aflw DIR] [--limit N]
@@ -55,6 +57,22 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--grid", type=Path, help="write a figure of (input, mesh overlay, textured render) rows here")
     t.add_argument("--grid-rows", type=int, default=6)
     t.add_argument("--out", type=Path, default=Path("reports"))
+    h = sub.add_parser("sheet", help="a sheet to judge by eye: each photo's crop, then every texture mode on the "
+                                     "mesh, front-on and turned 45°")
+    h.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    h.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="photos (a 68-point .pts beside one gives its box)")
+    h.add_argument("--aflw", type=Path, default=DEFAULT_DATA, help="AFLW2000-3D images to take turned heads from")
+    h.add_argument("--turned", type=int, default=3, help="how many AFLW2000-3D heads turned 40° or more")
+    h.add_argument("--panel", type=int, default=160, help="panel side, pixels")
+    h.add_argument("--out", type=Path, required=True, help="the PNG")
+    u = sub.add_parser("uv-alignment", help="the photo's 68 landmarks carried into UV against the mesh's own, in "
+                                            "texels (does the `photo` texture line up?)")
+    u.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    u.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="photos; those with a 68-point .pts are scored")
+    u.add_argument("--aflw", type=Path, default=DEFAULT_DATA)
+    u.add_argument("--limit", type=int, help="at most this many faces per set")
+    u.add_argument("--size", type=int, default=512, help="the texture side the texels are counted at")
+    u.add_argument("--out", type=Path, default=Path("reports"))
     e = sub.add_parser("all", help="every table above into --out, the model run in this process")
     e.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     e.add_argument("--url", help="also score a running service on AFLW2000-3D")
@@ -142,6 +160,16 @@ def main(argv: list[str] | None = None) -> None:
               f"{p['similarity_mm']:.2f} mm similarity ({p['similarity_mm'] / m['similarity_mm']:.2f}x {m['similarity_mm']:.2f}).")
     elif args.command == "record":
         record_in_manifest(args.model, args.reports)
+    elif args.command == "sheet":
+        from .sheet import sheet_report
+
+        print(sheet_report(args.model, args.photos, args.aflw if args.aflw.is_dir() else None, args.turned, args.out,
+                           args.panel))
+    elif args.command == "uv-alignment":
+        from .uv_alignment import alignment_report
+
+        print(alignment_report(args.model, args.photos if args.photos.is_dir() else None,
+                               args.aflw if args.aflw.is_dir() else None, args.limit, args.size, args.out))
     elif args.command == "texture":
         print(texture_report(args.model, args.photos, args.aflw, args.limit, args.out, args.grid, args.grid_rows))
     else:
