@@ -170,6 +170,8 @@ def test_the_turn_of_a_face_found_on_a_turned_copy_is_measured_across_that_face(
     frontal = centre_and_side(yunet_face(yunet_row(0.0, lying=True), 640, 480, across).crop_box)
     cx, cy, side = centre_and_side(yunet_face(lying, 640, 480, across).crop_box)
     assert cx == pytest.approx(frontal[0]) and frontal[1] - cy == pytest.approx(YUNET_TURN["dx"] * 0.25 * 100 * 0.783)
+    # the calibration's "lower" is towards the lying face's chin, the photo's +x for this turn
+    assert frontal[:2] == pytest.approx((150 + 100 * YUNET_TO_LANDMARK_BOX["dy"], 150))
     # ACROSS is the turned copy's x axis brought back by unturn: a step along it on the copy
     for turn, vector in ACROSS.items():
         if turn is not None:

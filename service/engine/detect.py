@@ -3,7 +3,8 @@
 Both run on a scaled copy of the photo (:func:`detection_scale`). Each face carries the detector's
 box (returned to the caller) and ``crop_box``, the box the first crop is cut around: for YuNet its
 box moved and scaled by :data:`YUNET_TO_LANDMARK_BOX` to where the 68-landmark box (the box the
-network learnt on) lies on average, and by :data:`YUNET_TURN` as the head turns; for dlib its own box, which the recrop (``recrop.py``) corrects.
+network learnt on) lies on average, and by :data:`YUNET_TURN` as the head turns; for dlib its own
+box, which the recrop (``recrop.py``) corrects.
 docs/detection.md has the measurements behind every constant here.
 """
 
@@ -180,7 +181,8 @@ def unturn(rows: np.ndarray, turn: int, height: int, width: int) -> np.ndarray:
 
 
 # The face's left-right axis in the photo for a face found on a copy turned by each cv2.ROTATE_90_* code
-# (None: upright): the turned copy's x axis, mapped back as ``unturn`` maps points.
+# (None: upright): the turned copy's x axis, mapped back as ``unturn`` maps points. Its down axis is
+# this turned a quarter clockwise on screen, (-y, x).
 ACROSS = {None: (1.0, 0.0), cv2.ROTATE_90_CLOCKWISE: (0.0, -1.0), cv2.ROTATE_90_COUNTERCLOCKWISE: (0.0, 1.0)}
 
 
@@ -199,7 +201,8 @@ def yunet_turn(landmarks5: np.ndarray, across: tuple[float, float] = (1.0, 0.0))
 def yunet_face(row: np.ndarray, width: int, height: int, across: tuple[float, float] = (1.0, 0.0)) -> Face | None:
     """One YuNet row (x, y, w, h, 5 x (x, y) landmarks, score) in input pixels -> a Face, its box
     clipped to the photo (None if nothing is left), its crop box placed by ``YUNET_TO_LANDMARK_BOX``
-    and moved along ``across`` (``ACROSS``) and scaled by the head's turn (``YUNET_TURN``)."""
+    and moved and scaled by the head's turn (``YUNET_TURN``), both in the face's own axes: ``across``
+    (``ACROSS``) and down, so that a face found by the turned retry is placed as an upright one."""
     x, y, bw, bh = (float(v) for v in row[:4])
     box = (max(x, 0.0), max(y, 0.0), min(x + bw, width), min(y + bh, height))
     if box[2] <= box[0] or box[3] <= box[1]:
@@ -209,8 +212,10 @@ def yunet_face(row: np.ndarray, width: int, height: int, across: tuple[float, fl
     rule, turn = YUNET_TO_LANDMARK_BOX, YUNET_TURN
     t = float(np.clip(yunet_turn(landmarks5, across), -turn["max_turn"], turn["max_turn"]))
     u = np.asarray(across)
+    down = np.array([-u[1], u[0]])
     calibrated = rule["side"] * side  # the landmark box's side, turn aside
-    cx, cy = np.array([x + bw / 2 + rule["dx"] * side, y + bh / 2 + rule["dy"] * side]) + turn["dx"] * t * calibrated * u
+    cx, cy = (np.array([x + bw / 2, y + bh / 2]) + (rule["dx"] * side + turn["dx"] * t * calibrated) * u
+              + rule["dy"] * side * down)
     half = calibrated * (1.0 + turn["side"] * abs(t)) / 2
     crop_box = (float(cx - half), float(cy - half), float(cx + half), float(cy + half))
     return Face(box, float(row[14]), "yunet", crop_box, landmarks5)

@@ -11,7 +11,7 @@ yaw bins) and from 4.96 to 4.28 % overall. A caller's box is taken to be the lan
 (the evaluation protocol's) and is not recropped: from the ground truth's box a second pass only
 adds the first pass's error (6.99 → 8.45 %). All of it: ``python -m training.evaluate boxes --model …``.
 YuNet's box is calibrated to the landmark box instead (``detect.YUNET_TO_LANDMARK_BOX``, ``YUNET_TURN``),
-and after it the recrop costs 0.76 points (7.73 → 8.49 %, every photo scored), so by default only dlib's
+and after it the recrop costs 0.78 points (7.72 → 8.50 %, every photo scored), so by default only dlib's
 detectors recrop (``Settings.recrops``; docs/detection.md).
 """
 
