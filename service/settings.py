@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     crop_scale: float = Field(1.6, gt=1.0)  # crop side / face box side; matches the training crops
     # A detected face may run the geometry graph twice, the second time on a crop around the first pass's
     # landmarks (service.engine.recrop). It pays for dlib's box (AFLW2000-3D mean of the yaw bins' NME
-    # 8.96 -> 6.40 %, 0.7.0) and not for YuNet's calibrated crop box (7.81 -> 9.13 %). None: recrop
+    # 8.96 -> 6.40 %, 0.7.0) and not for YuNet's calibrated crop box (7.72 -> 8.50 %). None: recrop
     # for hog and cnn only (Settings.recrops).
     recrop_detected: bool | None = None
     # Geometry on the crop and its mirror image, averaged (service.engine.mirror): a second row per face

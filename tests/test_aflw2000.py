@@ -73,6 +73,43 @@ def test_misses_are_counted_not_scored():
     assert "| m |" in aflw2000.markdown({"m": result})
 
 
+def test_a_miss_is_a_failure_scored_from_the_whole_photo_with_a_fallback():
+    """With ``fallback``, a photo the predictor finds no face in is listed as a failure and scored with the
+    fallback's landmarks, which it is given the whole photo as the box."""
+    samples = [fake_sample("a", 10), fake_sample("b", 40, 1)]
+    boxes = []
+
+    def predict(img, box):
+        if img[0, 0, 0] == 1:
+            raise LookupError("no face")
+        return samples[0].landmarks
+
+    def fallback(img, box):
+        boxes.append(box)
+        return samples[1].landmarks[:, :2] + [2.0, 0.0]  # 2 px in a 100 px box: 2 %
+
+    result = aflw2000.evaluate(predict, samples, fallback)
+    assert boxes == [(0.0, 0.0, 120.0, 120.0)]
+    assert len(result["failures"]) == 1 and result["nme_2d"]["n"] == {"[0,30)": 1, "[30,60)": 1, "[60,90]": 0}
+    assert result["nme_2d"]["bins"]["[30,60)"] == pytest.approx(0.02)
+    assert result["per_photo"]["b"]["missed"] and "missed" not in result["per_photo"]["a"]
+
+
+def test_the_annotated_face_is_the_one_nearest_the_truths_box():
+    """A photo with two faces: the largest may be another person; the annotated one is nearest the truth's centre."""
+    from service.engine.detect import Face
+    from training.evaluate.boxes import annotated_face
+
+    near = Face((100.0, 100.0, 180.0, 180.0), 0.7, "yunet")
+    large = Face((200.0, 50.0, 400.0, 250.0), 0.9, "yunet")
+    assert annotated_face([large, near], (110.0, 95.0, 190.0, 175.0)) is near
+    assert annotated_face([large, near], (230.0, 80.0, 380.0, 240.0)) is large
+    assert annotated_face([], (0.0, 0.0, 1.0, 1.0)) is None
+    # it goes by the crop box (where the first crop is cut), not the detector's box
+    moved = Face((0.0, 0.0, 80.0, 80.0), 0.9, "yunet", crop_box=(110.0, 95.0, 190.0, 175.0))
+    assert annotated_face([near, moved], (110.0, 95.0, 190.0, 175.0)) is moved
+
+
 def test_cli_baselines_on_real_images(tmp_path):
     if not DATA.is_dir():
         pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
@@ -91,7 +128,7 @@ def test_cli_baselines_on_real_images(tmp_path):
 
 def test_cli_scores_the_services_own_detection(tmp_path, tiny_model):
     """``--detector``: the model's rows come from the service's detector, YuNet, without a recrop (their
-    labels say so, and the header), every photo is either scored or counted as a miss."""
+    labels say so, and the header), every photo scored, a miss also counted as a failure."""
     if not DATA.is_dir():
         pytest.skip(f"AFLW2000-3D dev subset not found at {DATA}")
     pytest.importorskip("dlib")
@@ -104,7 +141,9 @@ def test_cli_scores_the_services_own_detection(tmp_path, tiny_model):
     label = "tiny 0.0.1, in-process (own detection)"
     assert {label, label + ", mirror-averaged"} <= set(results)
     scored = results[label]["nme_2d"]
-    assert (sum(scored["n"].values()) if scored else 0) + len(results[label]["failures"]) == 4
+    assert sum(scored["n"].values()) == 4
+    missed = [name for name, row in results[label]["per_photo"].items() if row.get("missed")]
+    assert len(missed) == len(results[label]["failures"])
     assert "the service's own detection" in (tmp_path / "aflw2000.md").read_text()
 
 
@@ -139,14 +178,21 @@ def test_cli_boxes_scores_both_boxes_with_and_without_the_recrop(tmp_path, tiny_
 
     main(["boxes", "--model", str(tiny_model), "--data", str(DATA), "--limit", "4", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "boxes.json").read_text())
-    boxes = ("ground truth's landmark box", "service's detector (yunet)")
+    boxes = ("ground truth's landmark box", "service's detector (yunet), largest face",
+             "service's detector (yunet), the annotated face")
     assert set(result["nme"]) == {f"{box}, {passes}" for box in boxes for passes in ("one pass", "recropped")}
     given = result["nme"]["ground truth's landmark box, one pass"]
     assert sum(given["nme_2d"]["n"].values()) == 4 and not given["failures"]
     found = result["found"]
     assert found == result["detector_offsets"]["all"]["n"] == result["crop_box_offsets"]["all"]["n"]
-    assert found + len(result["nme"]["service's detector (yunet), one pass"]["failures"]) == 4
+    assert 0 <= result["second_face"] <= found
+    for box in boxes[1:]:  # every photo scored; a miss also counted as a failure
+        row = result["nme"][f"{box}, one pass"]
+        assert sum(row["nme_2d"]["n"].values()) == 4 and found + len(row["failures"]) == 4
     assert "side ratio" in (tmp_path / "boxes.md").read_text()
+    # `compare` reads a boxes report's rows
+    main(["compare", str(tmp_path / "boxes.json"), str(tmp_path / "boxes.json"), "--rounds", "50",
+          "--row-a", "ground truth's landmark box, one pass", "--row-b", f"{boxes[2]}, one pass"])
 
 
 def _per_photo(nmes: dict[str, list[float]]) -> dict:

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.engine.detect import YUNET_SHA256, YuNetDetector, detection_scale, unturn
+from service.engine.detect import (ACROSS, YUNET_SHA256, YUNET_TO_LANDMARK_BOX, YUNET_TURN, YuNetDetector,
+                                   detection_scale, unturn, yunet_face, yunet_turn)
 from service.settings import Settings
 from service_fixtures import assert_problem, encode, noise_image, photo_bytes, post, ready_client, tiny_store
 
@@ -119,6 +120,65 @@ def test_unturn_maps_points_and_boxes_back():
     back = unturn(row, cv2.ROTATE_90_CLOCKWISE, 60, 100)[0]
     np.testing.assert_allclose(back[:4], (30, 5, 40, 10))
     np.testing.assert_allclose(back[4:6], (30, 5))
+
+
+def yunet_row(nose_dx: float, lying: bool = False) -> np.ndarray:
+    """A YuNet row: a 100 x 100 box at (100, 100), eyes 40 px apart, the nose ``nose_dx`` eye distances
+    from their midpoint along the eye line; ``lying``: the same face turned a quarter (eye line vertical)."""
+    eyes_mid, along, down = np.array([150.0, 140.0]), np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    if lying:
+        along, down = np.array([0.0, -1.0]), np.array([1.0, 0.0])
+    points = [eyes_mid - 20 * along, eyes_mid + 20 * along, eyes_mid + 40 * nose_dx * along + 20 * down,
+              eyes_mid - 15 * along + 40 * down, eyes_mid + 15 * along + 40 * down]
+    return np.r_[100.0, 100.0, 100.0, 100.0, np.ravel(points), 0.9]
+
+
+def centre_and_side(box):
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0]
+
+
+def test_the_crop_box_follows_the_heads_turn():
+    """A frontal face: the calibrated box (side 0.783, 0.116 lower); the nose half an eye distance to the
+    right: moved right by dx * 0.5 of that side and 0.05 * 0.5 smaller; to the left: the mirror image."""
+    rule, turn = YUNET_TO_LANDMARK_BOX, YUNET_TURN
+    assert yunet_turn(yunet_row(0.0)[4:14].reshape(5, 2)) == pytest.approx(0.0)
+    assert yunet_turn(yunet_row(0.5)[4:14].reshape(5, 2)) == pytest.approx(0.5)
+    frontal = centre_and_side(yunet_face(yunet_row(0.0), 640, 480).crop_box)
+    assert frontal == pytest.approx((150, 150 + 100 * rule["dy"], 100 * rule["side"]))
+    cx, cy, side = centre_and_side(yunet_face(yunet_row(0.5), 640, 480).crop_box)
+    assert cx - 150 == pytest.approx(turn["dx"] * 0.5 * 100 * rule["side"]) and cx > 150
+    assert cy == pytest.approx(frontal[1]) and side == pytest.approx(frontal[2] * (1 + turn["side"] * 0.5))
+    assert side < frontal[2]
+    mirrored = centre_and_side(yunet_face(yunet_row(-0.5), 640, 480).crop_box)
+    assert mirrored == pytest.approx((300 - cx, cy, side))
+    # past max_turn (a profile whose eyes nearly meet) the box moves and shrinks no further
+    far, farther = (centre_and_side(yunet_face(yunet_row(t), 640, 480).crop_box) for t in (turn["max_turn"], 5.0))
+    assert far == pytest.approx(farther)
+    # coinciding eyes (a degenerate row): no turn
+    row = yunet_row(0.5)
+    row[6:8] = row[4:6]
+    assert yunet_turn(row[4:14].reshape(5, 2)) == 0.0
+
+
+def test_the_turn_of_a_face_found_on_a_turned_copy_is_measured_across_that_face():
+    """A face lying on its side, found on the copy turned clockwise (its left-right axis the photo's -y):
+    the same turn as upright, the crop box moved along that axis (here up), not sideways."""
+    across = ACROSS[cv2.ROTATE_90_CLOCKWISE]
+    lying = yunet_row(0.25, lying=True)
+    assert yunet_turn(lying[4:14].reshape(5, 2), across) == pytest.approx(0.25)
+    assert yunet_turn(lying[4:14].reshape(5, 2)) == pytest.approx(0.5)  # along x: the nose's drop below the eyes
+    frontal = centre_and_side(yunet_face(yunet_row(0.0, lying=True), 640, 480, across).crop_box)
+    cx, cy, side = centre_and_side(yunet_face(lying, 640, 480, across).crop_box)
+    assert cx == pytest.approx(frontal[0]) and frontal[1] - cy == pytest.approx(YUNET_TURN["dx"] * 0.25 * 100 * 0.783)
+    # the calibration's "lower" is towards the lying face's chin, the photo's +x for this turn
+    assert frontal[:2] == pytest.approx((150 + 100 * YUNET_TO_LANDMARK_BOX["dy"], 150))
+    # ACROSS is the turned copy's x axis brought back by unturn: a step along it on the copy
+    for turn, vector in ACROSS.items():
+        if turn is not None:
+            row = np.zeros((1, 15))
+            row[0, 4:8] = 10, 20, 11, 20  # a point and its neighbour one pixel along x on the 50 x 40 turned copy
+            back = unturn(row, turn, 40, 50)[0]
+            np.testing.assert_allclose(back[6:8] - back[4:6], vector)
 
 
 def test_detection_scale_rule():

@@ -10,9 +10,9 @@ crop is what the service returns: 0.7.0's NME on those photos fell from 8.96 to 
 yaw bins) and from 4.96 to 4.28 % overall. A caller's box is taken to be the landmark box already
 (the evaluation protocol's) and is not recropped: from the ground truth's box a second pass only
 adds the first pass's error (6.99 → 8.45 %). All of it: ``python -m training.evaluate boxes --model …``.
-YuNet's box is calibrated to the landmark box instead (``detect.YUNET_TO_LANDMARK_BOX``), and after it
-the recrop costs 1.32 points (7.81 → 9.13 %), so by default only dlib's detectors recrop
-(``Settings.recrops``; docs/detection.md).
+YuNet's box is calibrated to the landmark box instead (``detect.YUNET_TO_LANDMARK_BOX``, ``YUNET_TURN``),
+and after it the recrop costs 0.78 points (7.72 → 8.50 %, every photo scored), so by default only dlib's
+detectors recrop (``Settings.recrops``; docs/detection.md).
 """
 
 from __future__ import annotations

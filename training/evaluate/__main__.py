@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--limit", type=int, help="at most this many photos per set")
     w.add_argument("--out", type=Path, default=Path("reports"))
     c = sub.add_parser("compare", help="B - A on AFLW2000-3D photo by photo, with a paired bootstrap interval")
-    c.add_argument("a", type=Path, help="an `aflw2000` report's aflw2000.json")
+    c.add_argument("a", type=Path, help="an `aflw2000` report's aflw2000.json (or a `boxes` report's boxes.json)")
     c.add_argument("b", type=Path, help="another, of the same photos")
     c.add_argument("--row-a", help="the row of A to compare (default: its in-process model, one pass)")
     c.add_argument("--row-b", help="likewise for B")
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "compare":
         from . import compare
 
-        a, b = (json.loads(path.read_text()) for path in (args.a, args.b))
+        # A `boxes` report keeps its rows under "nme"; an `aflw2000` report at the top.
+        a, b = (report.get("nme", report) for report in (json.loads(path.read_text()) for path in (args.a, args.b)))
         try:
             row_a, row_b = args.row_a or compare.default_row(a), args.row_b or compare.default_row(b)
             result = compare.paired_difference(a[row_a]["per_photo"], b[row_b]["per_photo"], args.rounds)
@@ -220,13 +221,17 @@ def aflw2000_report(data: Path, limit: int | None, out: Path, url: str | None = 
             model = InProcessModel(model_dir, Settings(mirror_average=mirror))
             recropped = ", recropped" if detector and model.settings.recrops else ""
             label = f"{model.label}, in-process{suffix}{recropped}" + (", mirror-averaged" if mirror else "")
-            results[label] = aflw2000.evaluate(model.landmark_predictor(detector), samples)
+            # With the detector, a miss is scored from the whole photo as a caller's box (aflw2000.evaluate).
+            fallback = model.landmark_predictor(False, False) if detector else None
+            results[label] = aflw2000.evaluate(model.landmark_predictor(detector), samples, fallback)
             if not (mirror or detector):  # the 3D NME's baseline: the same placement, the mean face's shape
                 results[f"mean face under {model.label}'s pose"] = aflw2000.evaluate(model.mean_shape_predictor(), samples)
     if url:
-        results["service" + suffix] = aflw2000.evaluate(aflw2000.service_predictor(url, detector), samples)
-    boxes = ("the model's rows: the service's own detection (largest face; photos without one are counted as "
-             "failures, not scored), the baselines' from the ground-truth landmarks" if detector
+        results["service" + suffix] = aflw2000.evaluate(aflw2000.service_predictor(url, detector), samples,
+                                                        aflw2000.service_predictor(url) if detector else None)
+    boxes = ("the model's rows: the service's own detection (largest face; a photo without one is a failure, "
+             "counted and scored from the whole photo as the box), the baselines' from the ground-truth landmarks"
+             if detector
              else "boxes from the ground-truth landmarks (3DDFA protocol)")
     header = (f"{len(samples)} images from `{data}`; {boxes}; NME normalised by sqrt(w·h) of the ground-truth box. "
               f"Machine: {machine()}.")
@@ -262,7 +267,7 @@ def boxes_report(model_dir: Path, data: Path, limit: int | None, out: Path) -> s
     result = boxes.evaluate(model, samples)
     text = (f"# The geometry stream's box: detector or landmarks, one pass or recropped ({model.label})\n\n"
             f"{len(samples)} images from `{data}`; NME normalised by sqrt(w·h) of the ground-truth box; "
-            f"the detector's misses are counted, not scored. Machine: {machine()}.\n\n" + boxes.markdown(result))
+            f"a detector's miss is counted and scored from the whole photo as the box. Machine: {machine()}.\n\n" + boxes.markdown(result))
     out.mkdir(parents=True, exist_ok=True)
     (out / "boxes.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "boxes.md").write_text(text)

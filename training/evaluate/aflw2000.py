@@ -67,23 +67,31 @@ def load_samples(folder: Path, limit: int | None = None) -> list[Sample]:
     return out
 
 
-def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
+def evaluate(predict: Predictor, samples: list[Sample], fallback: Predictor | None = None) -> dict:
     """NME (2D, and 3D where the predictor gives z) overall, per yaw bin and the mean of the bins;
-    the 2D NME also per facial part (``PARTS``, then ``JAW_SIDES``) and yaw bin."""
+    the 2D NME also per facial part (``PARTS``, then ``JAW_SIDES``) and yaw bin.
+
+    A photo where ``predict`` raises LookupError (no face found) is a failure, listed in ``failures``;
+    without ``fallback`` it is not scored, with it it is scored with ``fallback``'s landmarks given the
+    whole photo as the box (``whole_photo_box``): what a client without a face box can ask for, so that
+    every photo is scored and a miss weighs as the failure it is (``per_photo`` marks it ``missed``)."""
     per_bin: dict[str, list[float]] = {b: [] for b in BINS}
     per_part: dict[str, dict[str, list[float]]] = {part: {b: [] for b in BINS} for part in (*PARTS, *JAW_SIDES)}
     per_bin_3d: dict[str, list[float]] = {b: [] for b in BINS}
     per_photo: dict[str, dict] = {}  # for paired comparisons of two models (training.evaluate.compare)
     failures = []
     for s in samples:
+        missed = False
         try:
             pred = np.asarray(predict(s.image, s.box), np.float64)
-        except LookupError as error:  # no face found: counted, not scored
+        except LookupError as error:  # no face found: a failure, scored only from the fallback
             failures.append(f"{s.name}: {error}")
-            continue
+            if fallback is None:
+                continue
+            pred, missed = np.asarray(fallback(s.image, whole_photo_box(s.image)), np.float64), True
         bin_, nme = yaw_bin(s.yaw_degrees), nme_2d(pred, s.landmarks)
         per_bin[bin_].append(nme)
-        per_photo[s.name] = {"yaw_bin": bin_, "nme_2d": nme}
+        per_photo[s.name] = {"yaw_bin": bin_, "nme_2d": nme, **({"missed": True} if missed else {})}
         for part, index in (PARTS | jaw_sides(s.landmarks)).items():
             per_part[part][bin_].append(nme_2d(pred[index], s.landmarks[index], s.landmarks))
         if pred.shape[1] == 3:
@@ -91,6 +99,11 @@ def evaluate(predict: Predictor, samples: list[Sample]) -> dict:
 
     return {"nme_2d": nme_table(per_bin), "nme_3d": nme_table(per_bin_3d), "failures": failures,
             "nme_2d_by_part": {part: nme_table(groups) for part, groups in per_part.items()}, "per_photo": per_photo}
+
+
+def whole_photo_box(image: np.ndarray) -> tuple[float, float, float, float]:
+    """(0, 0, W, H) of an (H, W, 3) image: the box a miss is scored from (``evaluate``'s ``fallback``)."""
+    return 0.0, 0.0, float(image.shape[1]), float(image.shape[0])
 
 
 def nme_table(groups: dict[str, list[float]]) -> dict | None:

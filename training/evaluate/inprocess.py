@@ -61,8 +61,9 @@ class InProcessModel:
     def label(self) -> str:
         return f"{self.model.name} {self.model.version}"
 
-    def detect(self, photo: np.ndarray) -> Face:
-        """The largest face the service's detector finds; LookupError when none (the service's 422)."""
+    def detect_all(self, photo: np.ndarray) -> list[Face]:
+        """Every face the service's detector finds, largest first (``faces=all``); LookupError when none
+        (the service's 422)."""
         if self._detector is None:
             s = self.settings
             self._detector = make_detector(s.detector, s.detect_score_threshold, s.min_face_px, s.detect_max_side,
@@ -70,7 +71,11 @@ class InProcessModel:
         faces = self._detector(photo)
         if not faces:
             raise LookupError(f"no face found in the {photo.shape[1]}x{photo.shape[0]} image")
-        return faces[0]
+        return faces
+
+    def detect(self, photo: np.ndarray) -> Face:
+        """The largest face the service's detector finds (``faces=largest``); LookupError when none."""
+        return self.detect_all(photo)[0]
 
     def geometry(self, photo: np.ndarray, box: Box | None = None,
                  recrop_box: bool | None = None) -> tuple[Box, str, list[np.ndarray], FaceGeometry]:
