@@ -91,6 +91,10 @@ class Options(BaseModel):
     box: Box = None
     texture_size: TextureSize = None
     mesh: MeshKind = MeshKind.full
+    morph_targets: bool = Field(
+        False, description="GLB only: the 53 blendshapes as glTF morph targets (ARKit names in "
+                           "mesh.extras.targetNames, default weights: the fitted ones, 0 for mesh=identity), so "
+                           "that a glTF tool can animate the face; about 3.4 MB more per face")
 
 
 class BatchOptions(Options):

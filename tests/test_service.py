@@ -376,7 +376,7 @@ def test_openapi_documents_the_routes(client):
     # What the server enforces, stated: settings' limits too.
     reconstruct = paths["/v1/reconstruct"]["post"]
     query = {p["name"]: p["schema"] for p in reconstruct["parameters"]}
-    assert set(query) == {"format", "texture", "faces", "box", "texture_size", "mesh"}
+    assert set(query) == {"format", "texture", "faces", "box", "texture_size", "mesh", "morph_targets"}
     assert query["texture_size"]["minimum"] == 16 and query["texture_size"]["maximum"] == 2048
     assert "pattern" in query["box"]
     form = schema["components"]["schemas"]["ReconstructForm"]

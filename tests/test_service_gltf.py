@@ -60,7 +60,8 @@ def photo(name: str) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("case", ["caller box", "photo texture", "real photo", "two faces", "identity mesh"])
+@pytest.mark.parametrize("case", ["caller box", "photo texture", "real photo", "two faces", "identity mesh",
+                                  "morph targets", "two faces with morph targets", "identity mesh with morph targets"])
 def test_glb_validates_with_zero_errors(client, validate, case):
     boxed = {"box": "40,30,160,150"}
     image, options = {
@@ -69,6 +70,10 @@ def test_glb_validates_with_zero_errors(client, validate, case):
         "real photo": (lambda: photo("JianzhuGuo.jpg"), {"texture": "shaded"}),
         "two faces": (lambda: photo("trump_hillary.jpg"), {"faces": "all"}),
         "identity mesh": (encode(noise_image(), "PNG"), {**boxed, "mesh": "identity"}),
+        "morph targets": (lambda: photo("JianzhuGuo.jpg"), {"morph_targets": "true"}),
+        "two faces with morph targets": (lambda: photo("trump_hillary.jpg"), {"faces": "all", "morph_targets": "true"}),
+        "identity mesh with morph targets": (encode(noise_image(), "PNG"), {**boxed, "mesh": "identity",
+                                                                            "morph_targets": "true"}),
     }[case]
     image = image() if callable(image) else image
     report = validate(reconstruct(client, image, **options))
@@ -78,4 +83,5 @@ def test_glb_validates_with_zero_errors(client, validate, case):
         json.dumps(issues["messages"], indent=1)
     images = [r for r in report["info"]["resources"] if r["pointer"].startswith("/images/")]
     assert images and all(r["image"]["width"] == 64 for r in images)  # the validator decoded the textures
-    assert report["info"]["drawCallCount"] == (2 if case == "two faces" else 1)
+    assert report["info"]["drawCallCount"] == (2 if case.startswith("two faces") else 1)
+    assert report["info"]["hasMorphTargets"] == ("morph targets" in case)

@@ -12,12 +12,14 @@ import numpy as np
 
 from .align import Crop
 from .camera import Camera
+from .head import Coefficients
 from .topology import MeshTopology
 
 
 @dataclass(frozen=True)
 class FaceGeometry:
     a_full: np.ndarray  # (3, S, S) canonical A = A_id + A_exp
+    a_id: np.ndarray  # (3, S, S) canonical A_id
     vertices_id: np.ndarray  # (V, 3) canonical A_id at the vertices
     vertices_exp: np.ndarray  # (V, 3) canonical A_exp at the vertices
     camera: Camera  # in crop pixels
@@ -26,6 +28,7 @@ class FaceGeometry:
     landmarks_photo: np.ndarray  # (68, 3) photo pixels
     landmarks_crop: np.ndarray  # (68, 2) crop pixels
     blendshapes: np.ndarray | None  # (53,) in [0, 1]
+    coefficients: Coefficients | None  # ICT identity coefficients and blendshape weights (None without ICT taps)
     pose_degrees: tuple[float, float, float]  # yaw, pitch, roll
     translation_px: tuple[float, float]  # photo position of the canonical origin
     pixels_per_metre: float
@@ -40,7 +43,7 @@ def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
                pose_fields: list[str] | None = None) -> FaceGeometry:
     """``outputs``: one face's geometry-graph outputs without the batch axis. A graph with a linear
     basis gives the blendshape weights itself (``exp_weights``, bounded by construction); for one
-    without, they are fitted to A_exp."""
+    without, ICT's identity and expression are fitted to A together (``HeadFit.fit``: weights in [0, 1])."""
     a_id, a_exp = outputs["a_id"].astype(np.float64), outputs["a_exp"].astype(np.float64)
     a_full = a_id + a_exp
     vid = a_id[:, topo.rows, topo.cols].T
@@ -56,11 +59,16 @@ def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
     origin = camera.project(np.zeros(3))
     metres_per_canonical = topo.units_per_canonical * topo.metres_per_unit
     yaw, pitch, roll = (float(np.degrees(v)) for v in outputs["p_h"][:3])
+    coefficients = None
+    if "exp_weights" in outputs:
+        coefficients = Coefficients(identity=outputs["id_coeffs"].astype(np.float64),
+                                    expression=outputs["exp_weights"].astype(np.float64))
+    elif topo.head is not None:
+        coefficients = topo.head.fit(a_full)
     return FaceGeometry(
-        a_full=a_full, vertices_id=vid, vertices_exp=vexp, camera=camera, crop=crop, screen=screen,
+        a_full=a_full, a_id=a_id, vertices_id=vid, vertices_exp=vexp, camera=camera, crop=crop, screen=screen,
         landmarks_photo=landmarks_photo, landmarks_crop=lm_screen[:, :2],
-        blendshapes=(outputs["exp_weights"].astype(np.float64) if "exp_weights" in outputs
-                     else fit_blendshapes(vexp, topo)),
+        blendshapes=None if coefficients is None else coefficients.expression, coefficients=coefficients,
         pose_degrees=(yaw, pitch, roll),
         translation_px=tuple(float(v) for v in crop.to_photo(origin[:2])),
         pixels_per_metre=pixels_per_canonical / metres_per_canonical,
@@ -71,14 +79,6 @@ def decode_asm(outputs: dict[str, np.ndarray], crop: Crop, topo: MeshTopology,
 def project_landmarks(a_full: np.ndarray, camera: Camera, topo: MeshTopology) -> np.ndarray:
     """(3, S, S) canonical A -> (68, 3): the landmarks in crop pixels and canonical depth."""
     return camera.project(sample_bilinear(a_full, topo.landmarks_uv))
-
-
-def fit_blendshapes(vertices_exp: np.ndarray, topo: MeshTopology) -> np.ndarray | None:
-    """Least-squares weights of A_exp on the expression basis, clipped to the rig's [0, 1]."""
-    if topo.expression_pinv is None:
-        return None
-    weights = topo.expression_pinv @ vertices_exp.reshape(-1).astype(np.float32)
-    return np.clip(weights, 0.0, 1.0)
 
 
 def sample_bilinear(maps: np.ndarray, xy: np.ndarray) -> np.ndarray:

@@ -14,18 +14,22 @@ from trimesh.visual.material import PBRMaterial, SimpleMaterial
 from trimesh.visual.texture import TextureVisuals
 
 from .fuse import Mesh
+from .morph import add_morph_targets
 
 MEDIA_TYPES = {"glb": "model/gltf-binary", "obj": "application/zip", "json": "application/json"}
 
 
-def _trimesh(mesh: Mesh, material) -> trimesh.Trimesh:
+def _trimesh(mesh: Mesh, material, vertices: np.ndarray | None = None) -> trimesh.Trimesh:
     visual = TextureVisuals(uv=mesh.uv, material=material)
     # process=False keeps the vertex order: vertex i is UV pixel vertex_pixels[i].
-    return trimesh.Trimesh(vertices=mesh.vertices, faces=mesh.triangles, visual=visual, process=False)
+    return trimesh.Trimesh(vertices=mesh.vertices if vertices is None else vertices, faces=mesh.triangles,
+                           visual=visual, process=False)
 
 
 def export_glb(meshes: list[Mesh], figures: dict[str, Any], image_format: str = "jpeg") -> bytes:
     """A binary glTF: one node per face, PBR material (base colour texture, not metallic), figures in extras.
+    A mesh with ``morph`` gets its morph targets (``service.engine.morph``): its POSITION is then the
+    base that the targets at their default weights move onto ``mesh.vertices``.
 
     ``image_format`` "jpeg" or "png": trimesh writes JPEG for images whose format says JPEG.
     """
@@ -35,13 +39,16 @@ def export_glb(meshes: list[Mesh], figures: dict[str, Any], image_format: str = 
         texture.format = "JPEG" if image_format == "jpeg" else None
         material = PBRMaterial(name=f"{mesh.name}_material", baseColorTexture=texture,
                                metallicFactor=0.0, roughnessFactor=1.0, doubleSided=False)
-        scene.add_geometry(_trimesh(mesh, material), geom_name=mesh.name, node_name=mesh.name)
+        base = None if mesh.morph is None else mesh.morph.base(mesh.vertices)
+        scene.add_geometry(_trimesh(mesh, material, base), geom_name=mesh.name, node_name=mesh.name)
 
     def add_extras(tree: dict) -> None:
         tree.setdefault("asset", {})["extras"] = _jsonable(figures)
         _set_buffer_view_targets(tree)
 
-    return scene.export(file_type="glb", tree_postprocessor=add_extras)
+    glb = scene.export(file_type="glb", tree_postprocessor=add_extras)
+    morphs = {mesh.name: mesh.morph for mesh in meshes if mesh.morph is not None}
+    return add_morph_targets(glb, morphs) if morphs else glb
 
 
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963

@@ -14,6 +14,7 @@ import numpy as np
 from service import errors
 
 from .asm_decode import FaceGeometry
+from .morph import MorphTargets
 from .topology import MeshTopology
 
 MESH_KINDS = ("full", "identity", "expression")
@@ -26,11 +27,17 @@ class Mesh:
     uv: np.ndarray  # (V, 2) float32, v up
     texture: np.ndarray  # (T, T, 3) uint8
     name: str
+    # The blendshapes as morph targets (GLB only); ``vertices`` is the mesh shown at their default weights.
+    morph: MorphTargets | None = None
 
 
-def fuse_mesh(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str) -> Mesh:
+def fuse_mesh(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str,
+              morph_targets: bool = False) -> Mesh:
     """``full`` = A_id + A_exp; ``identity`` = A_id (neutral); ``expression`` = A_id + the 53-blendshape
-    fit of A_exp, i.e. the expression as an ARKit rig driven by the reported weights would show it."""
+    fit of A_exp, i.e. the expression as an ARKit rig driven by the reported weights would show it.
+
+    ``morph_targets``: the 53 expression deltas ride along as morph targets, at default weights that
+    show the mesh of ``kind``: the fitted weights for ``full`` and ``expression``, 0 for ``identity``."""
     if kind == "full":
         canonical = geo.vertices_full
     elif kind == "identity":
@@ -42,6 +49,12 @@ def fuse_mesh(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndar
         canonical = geo.vertices_id + delta
     else:
         raise ValueError(f"unknown mesh kind {kind!r}")
-    metres = canonical * (topo.units_per_canonical * topo.metres_per_unit)
-    return Mesh(vertices=metres.astype(np.float32), triangles=topo.triangles, uv=topo.uv_coords,
-                texture=texture, name=name)
+    metres_per_canonical = topo.units_per_canonical * topo.metres_per_unit
+    morph = None
+    if morph_targets:
+        if geo.blendshapes is None or topo.morph_targets is None:
+            raise errors.bad_request("morph_targets needs an expression basis, which this model store lacks")
+        weights = np.zeros_like(geo.blendshapes) if kind == "identity" else geo.blendshapes
+        morph = MorphTargets(topo.morph_targets, weights.astype(np.float32))
+    return Mesh(vertices=(canonical * metres_per_canonical).astype(np.float32), triangles=topo.triangles,
+                uv=topo.uv_coords, texture=texture, name=name, morph=morph)

@@ -77,6 +77,9 @@ class Engine:
         self.pose_fields = self.model.store.manifest["camera"].get("pose_fields")
         if settings.mirror_average:
             require_mirror_ready(self.topology, f"{self.model.name} {self.model.version}")
+        # The morph targets are the model's: encoded here (~0.3 s) rather than in the first request that asks.
+        if self.topology.morph_targets is not None:
+            self.topology.morph_targets.encoded
         # A missing or altered detector model stops start-up here (readiness reports it).
         self.detector = make_detector(settings.detector, settings.detect_score_threshold, settings.min_face_px,
                                       settings.detect_max_side, settings.detect_upsample, settings.yunet_path)
@@ -163,7 +166,8 @@ class Engine:
             textures = [compose_texture(options.texture.value, albedo[i], g, u, self.topology, photo, texture_size)
                         for i, (g, u) in enumerate(zip(geos, unwrapped))]
         with timer("fuse"):
-            meshes = [fuse_mesh(options.mesh.value, g, self.topology, t, f"face_{i}")
+            morph = options.morph_targets and options.format is Format.glb
+            meshes = [fuse_mesh(options.mesh.value, g, self.topology, t, f"face_{i}", morph)
                       for i, (g, t) in enumerate(zip(geos, textures))]
         figures = [self.face_figures(f, g, u, d) for f, g, u, d in zip(faces, geos, unwrapped, dlib_landmarks)]
         result = ReconstructResult(model=self.ref, faces=figures, timings_ms=timer.ms)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
 from service.model_store import ModelStore
+
+from .head import HEAD_ASSET_PATH, HeadFit, HeadModel
+from .morph import TargetSet
 
 N_BLENDSHAPES = 53
 
@@ -20,33 +25,53 @@ class MeshTopology:
     triangles: np.ndarray  # (F, 3) int32, counter-clockwise seen from the front
     uv_coords: np.ndarray  # (V, 2) float32, v up
     landmarks_uv: np.ndarray  # (68, 2) (x = col, y = row), pixel centres at integers
-    expression_pinv: np.ndarray | None  # (53, 3V): least-squares weights from a flattened (V, 3) delta
     expression_basis: np.ndarray | None  # (53, V, 3)
     blendshape_names: list[str] | None
     center_cm: np.ndarray  # (3,) canonical origin in the model's units
     units_per_canonical: float
     metres_per_unit: float
+    # ICT's head joined to the store's face region; None for a store without ICT taps (``ict_vertex_ids``).
+    head: HeadFit | None = None
 
     @classmethod
-    def from_store(cls, store: ModelStore) -> "MeshTopology":
+    def from_store(cls, store: ModelStore, head_asset: Path = HEAD_ASSET_PATH) -> "MeshTopology":
         t, m = store.topology, store.manifest
         rows, cols = t["vertex_pixels"][:, 0].astype(np.intp), t["vertex_pixels"][:, 1].astype(np.intp)
         basis = t.get("expression_basis")
-        pinv = None
-        if basis is not None and basis.shape == (basis.shape[0], len(rows), 3):
-            pinv = np.linalg.pinv(basis.reshape(len(basis), -1).T.astype(np.float64)).astype(np.float32)
         norm = m["normalization"]
+        head = head_fit(store, head_asset) if "ict_vertex_ids" in t else None
         return cls(
             size=store.uv_size, uv_mask=t["uv_mask"], rows=rows, cols=cols, triangles=t["triangles"],
             uv_coords=t["uv_coords"], landmarks_uv=t["landmarks_uv"].astype(np.float64),
-            expression_pinv=pinv, expression_basis=basis, blendshape_names=blendshape_names(store, basis),
+            expression_basis=basis, blendshape_names=blendshape_names(store, basis),
             center_cm=np.asarray(norm["center"], np.float64), units_per_canonical=float(norm["scale"]),
-            metres_per_unit=UNIT_METRES.get(norm.get("units", "cm"), 0.01),
+            metres_per_unit=UNIT_METRES.get(norm.get("units", "cm"), 0.01), head=head,
         )
 
     @property
     def vertices(self) -> int:
         return len(self.rows)
+
+    @cached_property
+    def morph_targets(self) -> TargetSet | None:
+        """The expression basis as glTF morph targets in the output mesh's metres, encoded once."""
+        if self.expression_basis is None or self.blendshape_names is None:
+            return None
+        return TargetSet.from_deltas(self.expression_basis * (self.units_per_canonical * self.metres_per_unit),
+                                     self.blendshape_names)
+
+
+_HEAD_FITS: dict[tuple, HeadFit] = {}
+
+
+def head_fit(store: ModelStore, head_asset: Path) -> HeadFit:
+    """The store's ``HeadFit``, built once per process and store (a few seconds: the fit's normal equations)."""
+    key = (str(store.path), store.manifest["files"]["topology.npz"]["sha256"], str(head_asset))
+    if key not in _HEAD_FITS:
+        norm = store.manifest["normalization"]
+        _HEAD_FITS[key] = HeadFit.build(HeadModel.load(head_asset), store.topology, store.uv_size, norm["center"],
+                                        float(norm["scale"]))
+    return _HEAD_FITS[key]
 
 
 UNIT_METRES = {"m": 1.0, "cm": 0.01, "mm": 0.001}

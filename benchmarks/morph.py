@@ -1,0 +1,73 @@
+"""Benchmark the GLB with and without the 53 blendshapes as morph targets (``morph_targets=true``).
+
+One photo (``eval/photos/JianzhuGuo.jpg``) through a model store's geometry in this process, its
+mesh fused as the service fuses it with a 512^2 texture (``default_texture_size``, the photo resized:
+a texture's JPEG size depends on its content, and this one is the same for every row), then
+``export_glb`` alone timed, the rows alternating run by run so that a busy machine slows all alike.
+The first export with morph targets also encodes the model's targets (once per process); it is left
+out of the percentiles and reported on its own. Writes a Markdown table: GLB bytes, export p50 / p90 (ms).
+
+    python benchmarks/morph.py --model model_store/facerecon-cpu-small/0.7.0 --out benchmarks/results/morph.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from service.engine.export import export_glb  # noqa: E402
+from service.engine.fuse import fuse_mesh  # noqa: E402
+from training.evaluate.inprocess import InProcessModel  # noqa: E402
+from training.machine import cpu_name  # noqa: E402
+
+DEFAULT_PHOTO = REPO_ROOT.parent / "shared" / "eval" / "photos" / "JianzhuGuo.jpg"
+ROWS = [("full", False), ("full", True), ("identity", True)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    parser.add_argument("--photo", type=Path, default=DEFAULT_PHOTO)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    model = InProcessModel(args.model)
+    photo = np.asarray(Image.open(args.photo).convert("RGB"))
+    _, _, _, geo = model.geometry(photo)
+    texture = np.asarray(Image.fromarray(photo).resize((512, 512)))
+    meshes = {row: fuse_mesh(row[0], geo, model.topology, texture, "face_0", row[1]) for row in ROWS}
+    start = time.perf_counter()
+    export_glb([meshes[("full", True)]], {})
+    first = (time.perf_counter() - start) * 1000
+    sizes = {row: len(export_glb([mesh], {})) for row, mesh in meshes.items()}
+    times = {row: [] for row in ROWS}
+    for _ in range(args.runs):
+        for row, mesh in meshes.items():
+            start = time.perf_counter()
+            export_glb([mesh], {})
+            times[row].append((time.perf_counter() - start) * 1000)
+    lines = [f"# GLB with morph targets ({model.label}, {args.photo.name}, 512^2 JPEG texture)", "",
+             f"Machine: {cpu_name()}, {os.cpu_count()} cores; {args.runs} runs per row, alternating; "
+             f"`python benchmarks/morph.py --model {args.model} --out {args.out}`.", "",
+             "| mesh | morph_targets | GLB bytes | export p50 ms | export p90 ms |", "| --- | --- | --- | --- | --- |"]
+    for (kind, morph), t in times.items():
+        lines.append(f"| {kind} | {str(morph).lower()} | {sizes[(kind, morph)]:,} | {np.percentile(t, 50):.1f} | "
+                     f"{np.percentile(t, 90):.1f} |")
+    lines += ["", f"The first export with morph targets, which encodes the model's 53 targets once per process: "
+                  f"{first:.0f} ms."]
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

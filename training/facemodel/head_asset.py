@@ -1,0 +1,122 @@
+"""The service's ICT head asset: what every model version shares, written once into the repository.
+
+    python -m training.facemodel.head_asset [--out service/assets/ict]
+
+The service fits ICT-FaceKit's identity and expression to each face's predicted maps
+(``service/engine/head.py``). That needs ICT's bases, which do not depend on the trained network, so
+they live once under ``service/assets/ict/`` (with ICT's MIT notice) instead of in every model store.
+The repository keeps every blob forever, so the asset holds only what the service uses: the bases at
+the face region's vertices (the fit reads nothing else) and the one ring of vertices around it (where
+the region's rim meets the fitted head, so the seam can be checked): 7,409 of ICT's 24,591 head
+vertices, 4.0 MB in all (16.1 MB with the whole head's bases, which wait until the service outputs
+ICT's full head). Bases are stored as float16 (their largest error, 1e-3 cm, is far under the
+network's); the neutral stays float32 so that a neutral face comes back exact. The zip is
+LZMA-compressed with fixed timestamps, so the same FaceKit always gives the same bytes
+(``service.engine.head.HEAD_ASSET_SHA256``).
+
+Arrays (N = ICT vertices of the head parts, Nb = vertices with bases, F = triangles):
+    neutral (N, 3) float32 cm: the whole head, for the seam spread's distances and edge lengths.
+    basis_vertices (Nb,) int32 sorted ICT ids; identity_bytes (2, 100, 3, Nb), expression_bytes
+        (2, 53, 3, Nb) uint8: the (100, Nb, 3) and (53, Nb, 3) float16 cm deltas at those vertices,
+        byte-shuffled (``shuffled_half``) because LZMA packs them smaller so.
+    expression_names (53,) ARKit names.
+    triangles (F, 3) int32 ICT vertex ids of the head parts' triangles (the spread's edges).
+    eyeballs (2, 2) int32 ICT vertex ranges of the left and right eyeball.
+    layout<S>_pixels (P,) int32 flat pixel index, layout<S>_vertices (P, 3) int32 ICT ids and
+        layout<S>_bary (P, 3) float32, for S in ``LAYOUT_SIZES``: how the S x S maps sample ICT's mesh,
+        so the service can compare a fitted ICT face with the predicted maps through the same sampler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .facekit import FaceKit, facekit_path
+from .region import FaceRegion
+from .uvmap import UVLayout
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_OUT = REPO_ROOT / "service" / "assets" / "ict"
+ASSET_FILE = "ict_head.npz"
+HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_socket_right",
+              "gums_and_tongue", "teeth", "eyeball_left", "eyeball_right")
+# The stores the service runs (0.7.0: 128; the tiny test store: 64). A store at another S is fitted
+# through the plain selection of its region vertices (service.engine.head._seen_operator); adding
+# 256 (the paper configuration) costs 0.5 MB.
+LAYOUT_SIZES = (64, 128)
+
+
+def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
+    """The asset's arrays (see the module docstring)."""
+    n = max(kit.parts[p][1] for p in HEAD_PARTS)
+    triangles = kit.triangles[np.all(kit.triangles < n, axis=1)].astype(np.int32)
+    region = FaceRegion.build(kit)
+    # The region's vertices and their neighbours along ICT's edges.
+    touches = np.isin(triangles, region.vertex_ids).any(axis=1)
+    basis = np.union1d(region.vertex_ids, triangles[touches].ravel()).astype(np.int32)
+    out = {
+        "neutral": kit.neutral[:n].astype(np.float32),
+        "basis_vertices": basis,
+        "identity_bytes": shuffled_half(kit.identity[:, basis]),
+        "expression_bytes": shuffled_half(kit.expression[:, basis]),
+        "expression_names": np.array(kit.expression_names),
+        "triangles": triangles,
+        "eyeballs": np.array([kit.parts["eyeball_left"], kit.parts["eyeball_right"]], np.int32),
+    }
+    for size in LAYOUT_SIZES:
+        layout = UVLayout.build(region.triangles, region.tri_uv, size)
+        # The layout's triangles are the region's, so the fit never reads a vertex without bases.
+        assert np.isin(layout.pixel_vertices, basis).all()
+        out[f"layout{size}_pixels"] = layout.flat_index.astype(np.int32)
+        out[f"layout{size}_vertices"] = layout.pixel_vertices.astype(np.int32)
+        out[f"layout{size}_bary"] = layout.pixel_bary.astype(np.float32)
+    return out
+
+
+def shuffled_half(basis: np.ndarray) -> np.ndarray:
+    """(K, Nb, 3) -> (2, K, 3, Nb) uint8: the float16 values' low and high bytes in separate planes,
+    each component's vertices in a row. The high bytes (sign, exponent) of neighbouring vertices
+    repeat, which LZMA finds once they are adjacent: 2.8 MB for the identity instead of 3.2 MB
+    (deflate: 3.8 MB), the same float16 values (``service.engine.head.unshuffled_half`` reverses it)."""
+    half = np.ascontiguousarray(basis.astype("<f2").transpose(0, 2, 1))
+    return np.ascontiguousarray(np.moveaxis(half.view(np.uint8).reshape(*half.shape, 2), -1, 0))
+
+
+def save_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` with LZMA (the bases, with ``shuffled_half``: 3.5 MB against deflate's
+    5.0 MB) and fixed timestamps (the same arrays give the same bytes); ``np.load`` reads it as any npz."""
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_LZMA
+            with archive.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
+def write_head_asset(out: Path, kit_path: Path | None = None) -> tuple[Path, str]:
+    """Write ``out/ict_head.npz`` and ICT's LICENSE beside it; returns the file and its sha256."""
+    kit_path = Path(kit_path) if kit_path else facekit_path()
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / ASSET_FILE
+    save_npz(target, head_arrays(FaceKit.load(kit_path)))
+    shutil.copyfile(kit_path.parent / "LICENSE", out / "LICENSE")
+    return target, hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.facemodel.head_asset", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--facekit", type=Path, help="ict_facekit.npz (default: $FACEKIT_PATH or ../shared)")
+    args = parser.parse_args(argv)
+    target, digest = write_head_asset(args.out, args.facekit)
+    print(f"{target}: {target.stat().st_size:,} bytes, sha256 {digest} (service.engine.head.HEAD_ASSET_SHA256)")
+
+
+if __name__ == "__main__":
+    main()
