@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # in the geometry batch for a lower landmark error. Off by default: on 2 CPU cores it adds 20-40 ms
     # (p50 at or over the 150 ms goal); on a GPU it is nearly free. Needs a left-right symmetric UV layout.
     mirror_average: bool = False
+    # The SH lighting refitted to the photo's seen skin under the texture stream's albedo
+    # (service.engine.relight), for `shaded` and the returned `lighting`; off: the geometry graph's p_l.
+    relight: bool = True
 
     # Output
     default_texture_size: int = Field(512, ge=16)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 import numpy as np
@@ -30,6 +30,7 @@ from .fuse import fuse_mesh
 from .mirror import require_mirror_ready, run_geometry
 from .recrop import recrop
 from .runtime import GEOMETRY_OUTPUTS, Model
+from .relight import relight
 from .texture import compose_texture
 from .topology import MeshTopology
 from .unwrap import heatmaps, unwrap
@@ -162,6 +163,10 @@ class Engine:
                 "uv_visibility": np.stack([u.visibility[None].astype(np.float32) for u in unwrapped]),
             }
             albedo = self.texture(feeds)[0]
+        if self.settings.relight:
+            with timer("relight"):
+                geos = [replace(g, lighting=relight(g, u, albedo[i], self.topology))
+                        for i, (g, u) in enumerate(zip(geos, unwrapped))]
         with timer("compose"):
             textures = [compose_texture(options.texture.value, albedo[i], g, u, self.topology, photo, texture_size)
                         for i, (g, u) in enumerate(zip(geos, unwrapped))]

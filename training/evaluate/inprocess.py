@@ -10,7 +10,7 @@ exactly what the service computes, plus what the service does not return: both t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from service.engine.align import Crop, crop_face
 from service.engine.asm_decode import FaceGeometry, decode_asm
 from service.engine.detect import Detector, Face, make_detector
 from service.engine.mirror import require_mirror_ready, run_geometry
+from service.engine.relight import relight
 from service.engine.recrop import Box, recrop
 from service.engine.runtime import GEOMETRY_OUTPUTS, Model
 from service.engine.topology import MeshTopology
@@ -114,6 +115,8 @@ class InProcessModel:
         """Geometry as :meth:`geometry`, then the unwrap and texture.onnx (both its outputs)."""
         box, box_from, outputs, geo = self.geometry(photo, box)
         unwrapped, maps = self._texture(outputs, geo)
+        if self.settings.relight:  # as the service refits the light under the albedo
+            geo = replace(geo, lighting=relight(geo, unwrapped, maps["albedo"][0], self.topology))
         linear = maps.get("linear_albedo")
         return Reconstruction(box=box, box_from=box_from, geometry=geo, unwrapped=unwrapped,
                               albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
