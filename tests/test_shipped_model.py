@@ -41,8 +41,17 @@ def test_shipped_model_verifies_and_fits_the_size_budget(shipped):
     size_mb = sum(f.stat().st_size for f in shipped.iterdir()) / 2**20
     assert size_mb < 60, f"{shipped} is {size_mb:.1f} MiB; the budget is 60"
     parity = store.manifest["evaluation"]["onnx_parity_max_abs"]
-    assert parity["geometry"] <= 1e-4 and parity["texture"] <= 1e-4
+    for graph in ("geometry", "texture"):
+        # Weights stored in float16 (training.export.half) differ from the trained network by their rounding.
+        limit = 1e-3 if stored_in_half(shipped / f"{graph}.onnx") else 1e-4
+        assert parity[graph] <= limit, graph
     assert "untrained" not in json.dumps(store.manifest["evaluation"]["trained"])
+
+
+def stored_in_half(path: Path) -> bool:
+    import onnx
+
+    return any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(path)).graph.initializer)
 
 
 @pytest.fixture(scope="module")
