@@ -204,6 +204,8 @@ def test_all_writes_every_table_in_process(store, tmp_path):
     assert linear["n"] == 7 and linear["face"] < 0.05 and 0 < stream["face"] < 1
     # The true p_t does not depend on the light; the p_t the geometry graph reads off the photo does.
     assert linear["lighting_change"] == 0 and linear["occluded"] < 0.05
+    baseline = synth["albedo"]["mean albedo (p_t = 0; baseline)"]
+    assert baseline["n"] == 7 and baseline["lighting_change"] == 0 and baseline["face"] > linear["face"]
     served = synth["albedo"]["linear albedo (p_t), as served"]
     assert served["n"] == 7 and 0 < served["face"] < 1 and served["n_lit"] == 7 and served["lighting_change"] > 0
     assert set(json.loads((out / "texture.json").read_text())["sets"]) == {"photos", DATA.name}

@@ -94,6 +94,7 @@ AlbedoPredictor = Callable[[SynthBatch], tuple[np.ndarray, np.ndarray]]
 """Held-out synthetic faces -> (the texture stream's albedo, the linear albedo from p_t), each (B, 3, S, S):
 from inputs built from the ground truth (the stream alone) or from the model's own geometry (as served)."""
 
+MEAN_ALBEDO = "mean albedo (p_t = 0; baseline)"
 OCCLUDED_FACES = 128  # faces with an occluder, for the error over the texels it hides
 LIT_FACES, LIGHTINGS = 32, 8  # faces rendered under each of LIGHTINGS SH lightings, for the invariance
 
@@ -117,40 +118,48 @@ def evaluate_albedo(predictors: dict[str, AlbedoPredictor], model: UVFaceModel, 
     cats, yaws = held_out_design(size)
     mask = model.layout.mask
     n_occluded, n_lit = min(OCCLUDED_FACES, size), min(LIT_FACES, size)
-    rows = {f"{kind}, {name}": [] for name in predictors for kind in ("texture stream", "linear albedo (p_t)")}
+    with np.load(albedo_model) as d:
+        mean_albedo = d["mean"].astype(np.float32)  # (3, S, S): the albedo model at p_t = 0
+
+    def rows_of(batch: SynthBatch) -> dict[str, np.ndarray]:
+        """Each row's (B, 3, S, S) albedos for the batch."""
+        out = {}
+        for name, predict in predictors.items():
+            out[f"texture stream, {name}"], out[f"linear albedo (p_t), {name}"] = predict(batch)
+        out[MEAN_ALBEDO] = np.broadcast_to(mean_albedo, batch.albedo.shape)
+        return out
+
+    rows = [f"{kind}, {name}" for name in predictors for kind in ("texture stream", "linear albedo (p_t)")] + [MEAN_ALBEDO]
     records = []  # (row, yaw bin, MAE over the face, its visible part, its unseen part)
     for start in range(0, size, batch_size):
         n = min(batch_size, size - start)
         batch = gen.batch(HELD_OUT_SEED, start, n, categories=cats[start:start + n], yaw_degrees=yaws[start:start + n])
         truth = batch.albedo.numpy().transpose(0, 2, 3, 1)
         visible = batch.uv_visible.numpy()
-        for name, predict in predictors.items():
-            for kind, maps in zip(("texture stream", "linear albedo (p_t)"), predict(batch)):
-                pred = maps.transpose(0, 2, 3, 1)
-                records += [(f"{kind}, {name}", yaw_bin(yaws[start + i]), texture_mae(pred[i], truth[i], mask),
-                             texture_mae(pred[i], truth[i], mask & visible[i]),
-                             texture_mae(pred[i], truth[i], mask & ~visible[i])) for i in range(n)]
+        for row, maps in rows_of(batch).items():
+            pred = maps.transpose(0, 2, 3, 1)
+            records += [(row, yaw_bin(yaws[start + i]), texture_mae(pred[i], truth[i], mask),
+                         texture_mae(pred[i], truth[i], mask & visible[i]),
+                         texture_mae(pred[i], truth[i], mask & ~visible[i])) for i in range(n)]
     occluded = {row: [] for row in rows}  # MAE over the texels the occluder hides, per face
     for start in range(0, n_occluded, batch_size):
         n = min(batch_size, n_occluded - start)
         plain, hidden = (g.batch(HELD_OUT_SEED + 1, start, n) for g in (gen, hidden_gen))
         behind = mask & plain.uv_visible.numpy() & ~hidden.uv_visible.numpy()  # (n, S, S)
         truth = hidden.albedo.numpy().transpose(0, 2, 3, 1)
-        for name, predict in predictors.items():
-            for kind, maps in zip(("texture stream", "linear albedo (p_t)"), predict(hidden)):
-                pred = maps.transpose(0, 2, 3, 1)
-                occluded[f"{kind}, {name}"] += [texture_mae(pred[i], truth[i], behind[i]) for i in range(n) if behind[i].any()]
+        for row, maps in rows_of(hidden).items():
+            pred = maps.transpose(0, 2, 3, 1)
+            occluded[row] += [texture_mae(pred[i], truth[i], behind[i]) for i in range(n) if behind[i].any()]
     lightings = SynthFaceGenerator.sample_lighting(np.random.default_rng(HELD_OUT_SEED + 2), LIGHTINGS)
     changes = {row: [] for row in rows}
     for start in range(0, n_lit, batch_size):
         n = min(batch_size, n_lit - start)
         lit = [gen.batch(HELD_OUT_SEED + 2, start, n, lighting=light.expand(n, -1)) for light in lightings]
-        for name, predict in predictors.items():
-            outputs = [predict(b) for b in lit]  # per lighting: (stream, linear)
-            for k, kind in enumerate(("texture stream", "linear albedo (p_t)")):
-                maps = np.stack([o[k] for o in outputs]).transpose(0, 1, 3, 4, 2)  # (L, n, S, S, 3)
-                changes[f"{kind}, {name}"] += [float(np.abs(maps[a, i] - maps[b, i])[mask].mean())
-                                               for i in range(n) for a, b in combinations(range(LIGHTINGS), 2)]
+        outputs = [rows_of(b) for b in lit]  # per lighting: each row's albedos
+        for row in rows:
+            maps = np.stack([o[row] for o in outputs]).transpose(0, 1, 3, 4, 2)  # (L, n, S, S, 3)
+            changes[row] += [float(np.abs(maps[a, i] - maps[b, i])[mask].mean())
+                             for i in range(n) for a, b in combinations(range(LIGHTINGS), 2)]
 
     def summary(row):
         mine = [r for r in records if r[0] == row]
