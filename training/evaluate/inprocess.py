@@ -124,13 +124,23 @@ class InProcessModel:
     def crop_albedo(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(texture stream albedo, linear albedo or None), each (3, S, S), for a (3, N, N) float32 face crop
         already framed as the service frames one: geometry.onnx, ASM decode, unwrap, texture.onnx."""
+        rec = self.crop_reconstruction(image)
+        return rec.albedo, rec.linear_albedo
+
+    def crop_reconstruction(self, image: np.ndarray) -> Reconstruction:
+        """:meth:`reconstruct` for a (3, N, N) float32 face crop already framed as the service frames one
+        (the crop is the photo; its box is the whole crop)."""
+        n = image.shape[-1]
         crop = Crop(image=image, origin=(0.0, 0.0), step=1.0)
         outputs = run_geometry(self.model.run_geometry, image[None], self.settings.mirror_average)
         geo = decode_asm({k: out[0] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology,
                          self.pose_fields)
-        _, maps = self._texture(outputs, geo)
+        unwrapped, maps = self._texture(outputs, geo)
+        if self.settings.relight:
+            geo = replace(geo, lighting=relight(geo, unwrapped, maps["albedo"][0], self.topology))
         linear = maps.get("linear_albedo")
-        return maps["albedo"][0], None if linear is None else linear[0]
+        return Reconstruction(box=(0.0, 0.0, float(n), float(n)), box_from="crop", geometry=geo, unwrapped=unwrapped,
+                              albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
 
     def _texture(self, outputs: list[np.ndarray], geo: FaceGeometry) -> tuple[Unwrap, dict[str, np.ndarray]]:
         crop = geo.crop
