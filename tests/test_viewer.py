@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 
 import service.viewer
 from service.app import create_app
+from service.engine.morph import read_glb
 from service.settings import Settings
-from service_fixtures import build_viewer, ready_client, tiny_store
+from service_fixtures import build_viewer, encode, noise_image, ready_client, tiny_store
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,23 @@ def test_the_page_and_its_own_assets(client):
     for path, media_type in [("/viewer/viewer.js", "javascript"), ("/viewer/viewer.css", "text/css")]:
         asset = client.get(path)
         assert asset.status_code == 200 and media_type in asset.headers["content-type"], path
+
+
+def test_the_expression_sliders_name_targets_the_glb_carries(client):
+    page = client.get("/").text
+    sliders = re.findall(r'<input id="([^"]+)" type="range"[^>]*?data-targets="([^"]+)"', page, re.DOTALL)
+    assert [id_ for id_, _ in sliders] == ["morph-jaw", "morph-smile", "morph-blink"], sliders
+    for id_, _ in sliders:  # each has a label and a read-out of its value
+        assert f'<label for="{id_}">' in page and f'<output for="{id_}">' in page, id_
+    assert re.search(r'<fieldset id="morphs"[^>]*\bhidden\b', page)  # until a GLB with targets is shown
+    # What the page asks for (morph_targets=true) gives these names in the mesh's extras.targetNames.
+    glb = client.post("/v1/reconstruct", files={"image": ("face", encode(noise_image(), "PNG"))},
+                      data={"box": "40,30,160,150", "format": "glb", "texture_size": "16", "morph_targets": "true"})
+    assert glb.status_code == 200, glb.text
+    (mesh,) = read_glb(glb.content)[0]["meshes"]
+    names = set(mesh["extras"]["targetNames"])
+    for id_, targets in sliders:
+        assert set(targets.split()) <= names, (id_, targets)
 
 
 def test_the_vendor_javascript_is_served_from_npm(client):

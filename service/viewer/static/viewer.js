@@ -1,5 +1,6 @@
-// The viewer page: send a photo to POST /v1/reconstruct, show the GLB in three.js, the JSON figures
-// beside it, and every problem document the API returns as a readable message.
+// The viewer page: send a photo to POST /v1/reconstruct, show the GLB in three.js (with sliders on its
+// morph targets), the JSON figures beside it, and every problem document the API returns as a readable
+// message.
 // document.body.dataset.state tells tests (and curious people) where the page is:
 // starting -> ready -> working -> loaded, or error.
 import * as THREE from "three";
@@ -10,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 const form = $("form"), input = $("image"), drop = $("drop"), preview = $("preview");
 const submit = $("submit"), status = $("status");
 const downloads = $("downloads"), downloadGlb = $("download-glb"), downloadObj = $("download-obj");
+const morphs = $("morphs");
 
 // What the API's statuses mean for the person at the page; the problem document's own title and
 // detail say the particulars.
@@ -81,6 +83,7 @@ function showModel(gltf) {
   }
   model = gltf.scene;
   scene.add(model);
+  showMorphs(model);
   // Frame the face whatever its size and place: the mesh is in metres, Y up, facing +Z.
   const box = new THREE.Box3().setFromObject(model);
   const center = box.getCenter(new THREE.Vector3());
@@ -95,27 +98,80 @@ function showModel(gltf) {
   render();
 }
 
+// ---- the morph targets ---------------------------------------------------------------------------
+
+// Each slider moves the targets its data-targets names, found by name (the GLB's extras.targetNames,
+// which GLTFLoader turns into morphTargetDictionary). It starts where the GLB's default weights put them
+// (the fitted ones; 0 for mesh=identity), at their mean when it moves two (left and right).
+const sliders = [...morphs.querySelectorAll("input[type=range]")].map((input) => ({
+  input, output: morphs.querySelector(`output[for="${input.id}"]`), row: input.closest(".morph"),
+  names: input.dataset.targets.split(/\s+/),
+}));
+
+function morphMeshes(root) {
+  const meshes = [];
+  root.traverse((node) => node.morphTargetInfluences && node.morphTargetDictionary && meshes.push(node));
+  return meshes;
+}
+
+function showMorphs(root) {
+  const meshes = morphMeshes(root);
+  let shown = 0;
+  for (const slider of sliders) {
+    const mesh = meshes.find((m) => slider.names.every((name) => name in m.morphTargetDictionary));
+    slider.row.hidden = !mesh;
+    if (!mesh) continue;
+    shown += 1;
+    const weights = slider.names.map((name) => mesh.morphTargetInfluences[mesh.morphTargetDictionary[name]]);
+    slider.input.value = String(weights.reduce((a, b) => a + b, 0) / weights.length);
+    slider.output.textContent = Number(slider.input.value).toFixed(2);
+  }
+  // A GLB without targets (a model store without an expression basis or its names) gets no sliders.
+  morphs.hidden = shown === 0;
+}
+
+for (const slider of sliders) {
+  slider.input.addEventListener("input", () => {
+    const weight = Number(slider.input.value);
+    slider.output.textContent = weight.toFixed(2);
+    // Every face of the GLB (faces=all) that has the targets.
+    for (const mesh of model ? morphMeshes(model) : []) {
+      for (const name of slider.names) {
+        const index = mesh.morphTargetDictionary[name];
+        if (index !== undefined) mesh.morphTargetInfluences[index] = weight;
+      }
+    }
+    render();
+  });
+}
+
 function parseGlb(buffer) {
   return new Promise((resolve, reject) => new GLTFLoader().parse(buffer, "", resolve, reject));
 }
 
 // ---- the API ---------------------------------------------------------------------------------
 
-class ApiError extends Error {}
+class ApiError extends Error {
+  constructor(message, status = null) {
+    super(message);
+    this.status = status;
+  }
+}
 
-async function reconstruct(request, format) {
+async function reconstruct(request, format, morphTargets = false) {
   const body = new FormData();
   body.append("image", request.file, request.file.name);
   body.append("format", format);
   body.append("texture", request.texture);
   body.append("mesh", request.mesh);
+  if (morphTargets) body.append("morph_targets", "true");
   let response;
   try {
     response = await fetch("v1/reconstruct", { method: "POST", body });
   } catch (error) {
     throw new ApiError(`The server could not be reached (${error.message}).`);
   }
-  if (!response.ok) throw new ApiError(await problemMessage(response));
+  if (!response.ok) throw new ApiError(await problemMessage(response), response.status);
   return response;
 }
 
@@ -173,7 +229,7 @@ form.addEventListener("submit", async (event) => {
   submit.disabled = true;
   setState("working", "Reconstructing…");
   try {
-    const glb = await (await reconstruct(request, "glb")).blob();
+    const glb = await (await animatableGlb(request)).blob();
     showModel(await parseGlb(await glb.arrayBuffer()));
     if (glbUrl) URL.revokeObjectURL(glbUrl);
     glbUrl = URL.createObjectURL(glb);
@@ -190,6 +246,17 @@ form.addEventListener("submit", async (event) => {
     submit.disabled = false;
   }
 });
+
+// The GLB with its morph targets, for the sliders (and the download). A model store without an expression
+// basis (or its names) refuses them with a 400: then the plain GLB, whose own problem (if any) is shown.
+async function animatableGlb(request) {
+  try {
+    return await reconstruct(request, "glb", true);
+  } catch (error) {
+    if (!(error instanceof ApiError) || error.status !== 400) throw error;
+    return reconstruct(request, "glb");
+  }
+}
 
 downloadObj.addEventListener("click", async () => {
   if (!lastRequest) return;
