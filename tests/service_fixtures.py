@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import socket
@@ -109,8 +110,23 @@ VIEWER_DIR = Path(__file__).resolve().parents[1] / "service" / "viewer"
 _VIEWER_BUILT: list[bool] = []
 
 
+def _viewer_installed() -> bool:
+    """Whether node_modules already holds exactly what package-lock.json pins (npm's own record of the
+    install, node_modules/.package-lock.json, lists the same packages at the same versions)."""
+    installed = VIEWER_DIR / "node_modules" / ".package-lock.json"
+    if not installed.is_file():
+        return False
+    want = json.loads((VIEWER_DIR / "package-lock.json").read_text())["packages"]
+    have = json.loads(installed.read_text())["packages"]
+    pinned = {k: v.get("version") for k, v in want.items() if k.startswith("node_modules/")}
+    return pinned == {k: v.get("version") for k, v in have.items() if k.startswith("node_modules/")}
+
+
 def build_viewer() -> Path:
-    """``npm ci`` in service/viewer (once per test session): three.js as its lockfile pins it."""
+    """``npm ci`` in service/viewer (once per test session, unless the pinned packages are installed
+    already): three.js as its lockfile pins it."""
+    if not _VIEWER_BUILT and _viewer_installed():
+        _VIEWER_BUILT.append(True)
     if not _VIEWER_BUILT:
         npm = shutil.which("npm")
         if not npm:
