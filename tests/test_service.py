@@ -350,6 +350,34 @@ def test_micro_batcher_splits_more_rows_than_its_limit():
     np.testing.assert_array_equal(out[:, 0], np.arange(1, 11))
 
 
+def test_micro_batcher_waits_only_for_requests_that_can_join():
+    """With ``company`` (requests in the engine), a batch runs as soon as each of them has an item in it:
+    a lone request does not wait out max_delay, and three requests still go as one batch."""
+    calls = []
+
+    def runner(feeds):
+        calls.append(len(feeds["x"]))
+        return [feeds["x"] * 2]
+
+    lone = MicroBatcher("lone", runner, max_batch=8, max_delay_s=5.0, company=lambda: 1)
+    began = time.perf_counter()
+    np.testing.assert_array_equal(lone({"x": np.ones((1, 1))})[0], [[2.0]])
+    assert time.perf_counter() - began < 2.5
+    lone.close()
+
+    calls.clear()
+    gate = threading.Barrier(3)
+    trio = MicroBatcher("trio", runner, max_batch=8, max_delay_s=5.0, company=lambda: 3)
+    threads = [threading.Thread(target=lambda i=i: (gate.wait(), trio({"x": np.full((i, 1), i)}))) for i in (1, 2, 3)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trio.close()
+    assert calls == [6] and time.perf_counter() - began < 2.5
+
+
 def test_heatmaps_hold_no_denormal_floats():
     """Gaussian tails under float32's smallest normal number are zeroed: denormals slow texture.onnx ~2x."""
     from service.engine.unwrap import heatmaps
