@@ -428,3 +428,19 @@ def test_openapi_documents_the_routes(client):
     assert {link["operationId"] for link in links.values()} == {"job_status", "job_result"}
     assert {paths["/v1/jobs/{job_id}"]["get"]["operationId"], paths["/v1/jobs/{job_id}/result"]["get"]["operationId"]} \
         == {"job_status", "job_result"}
+
+
+@pytest.mark.parametrize("operator, expected", [(None, "1"), ("3", "3")])
+def test_the_service_asks_openblas_for_one_thread_unless_the_operator_chose(operator, expected):
+    """OpenBLAS reads OPENBLAS_NUM_THREADS once, when numpy loads it: the service package sets it first
+    (its pool of spinning threads fought onnxruntime's for the cores); an operator's value stands."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if operator is not None:
+        env["OPENBLAS_NUM_THREADS"] = operator
+    out = subprocess.run([sys.executable, "-c", "import os, service, numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected
