@@ -26,6 +26,7 @@ import io
 import json
 import os
 import platform
+import shlex
 import socket
 import statistics
 import struct
@@ -265,7 +266,7 @@ def main_floor(args) -> None:
         if process is not None:
             process.terminate()
             process.wait(timeout=30)
-    command = "python benchmarks/latency.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/latency.py " + shlex.join(sys.argv[1:])
     text = (f"# End-to-end latency against the network floor\n\nMachine: {describe_machine()}, "
             f"Python {platform.python_version()}.\n\n`{command}`\n\n" + "\n".join(
                 f"- {label}: {url}" for label, url in urls.items()) + "\n\n" + body + "\n")
