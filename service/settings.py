@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     workers: int = Field(4, ge=1)  # requests processed at once (pre/post-processing threads)
     queue_size: int = Field(32, ge=1)  # requests admitted (running + waiting); beyond it, 503
     max_batch_size: int = Field(8, ge=1)  # crops per ONNX call
-    max_batch_delay_ms: float = Field(5.0, ge=0)  # how long a batch waits for company
+    max_batch_delay_ms: float = Field(5.0, ge=0)  # how long a batch waits for company (only while other requests run)
     retry_after_s: int = Field(1, ge=0)
 
     # Async jobs (POST /v1/jobs): a SQLite file, as a plain path or sqlite:///path (sqlite:////abs/path),

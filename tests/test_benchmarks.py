@@ -61,3 +61,26 @@ def test_gpu_providers_preload_cuda_from_pip_packages(monkeypatch):
     assert runtime.provider_list(["CPUExecutionProvider"]) == ["CPUExecutionProvider"] and calls == []
     assert runtime.provider_list(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
     assert calls == [1]
+
+
+def test_latency_floor_report_on_the_tiny_store(tmp_path_factory, kit):
+    """benchmarks/latency.py --floor: requests through the service alternate with the two graphs run
+    in-process; the table has the end-to-end p50, the floor, their ratio and each stage's p50 from the
+    GLB's own timings."""
+    from service.app import create_app
+    from service.settings import Settings
+    from service_fixtures import photo_bytes, ready_client
+
+    spec = importlib.util.spec_from_file_location("latency", ROOT / "benchmarks" / "latency.py")
+    latency = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(latency)
+    store = tiny_store(tmp_path_factory, kit)
+    app = create_app(Settings(model_store=store, job_store=str(tmp_path_factory.mktemp("jobs") / "jobs.db")))
+    with ready_client(app) as client:
+        table = latency.floor_report({"tiny": client}, latency.Floor(store, None, None), photo_bytes(), "photo",
+                                     "glb", 64, requests=2)
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ")}
+    e2e, floor = float(rows["end-to-end p50 ms"]), float(rows["network floor p50 ms (each round's graph runs summed)"])
+    ratio = float(rows["**ratio** (end-to-end p50 / floor p50)"].strip("*"))
+    assert 0 < floor < e2e and ratio == pytest.approx(e2e / floor, rel=0.05)
+    assert float(rows["stage `texture` p50 ms"]) > 0 and "geometry graph ×1 " in table  # YuNet: no recrop

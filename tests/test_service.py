@@ -8,6 +8,7 @@ import io
 import json
 import struct
 import threading
+import time
 import zipfile
 import zlib
 
@@ -349,6 +350,44 @@ def test_micro_batcher_splits_more_rows_than_its_limit():
     np.testing.assert_array_equal(out[:, 0], np.arange(1, 11))
 
 
+def test_micro_batcher_waits_only_for_requests_that_can_join():
+    """With ``company`` (requests in the engine), a batch runs as soon as each of them has an item in it:
+    a lone request does not wait out max_delay, and three requests still go as one batch."""
+    calls = []
+
+    def runner(feeds):
+        calls.append(len(feeds["x"]))
+        return [feeds["x"] * 2]
+
+    lone = MicroBatcher("lone", runner, max_batch=8, max_delay_s=5.0, company=lambda: 1)
+    began = time.perf_counter()
+    np.testing.assert_array_equal(lone({"x": np.ones((1, 1))})[0], [[2.0]])
+    assert time.perf_counter() - began < 2.5
+    lone.close()
+
+    calls.clear()
+    gate = threading.Barrier(3)
+    trio = MicroBatcher("trio", runner, max_batch=8, max_delay_s=5.0, company=lambda: 3)
+    threads = [threading.Thread(target=lambda i=i: (gate.wait(), trio({"x": np.full((i, 1), i)}))) for i in (1, 2, 3)]
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trio.close()
+    assert calls == [6] and time.perf_counter() - began < 2.5
+
+
+def test_heatmaps_hold_no_denormal_floats():
+    """Gaussian tails under float32's smallest normal number are zeroed: denormals slow texture.onnx ~2x."""
+    from service.engine.unwrap import heatmaps
+
+    maps = heatmaps(np.array([[0.5, 0.5], [127.5, 64.5], [64.5, 127.5]]), 128)
+    tiny = np.finfo(np.float32).tiny
+    assert maps.dtype == np.float32 and not np.any((maps > 0) & (maps < tiny))
+    assert maps.max() == 1.0 and np.count_nonzero(maps == 0) > 0
+
+
 def test_metrics_exposed(client, photo):
     post(client, photo, format="json")
     text = client.get("/metrics").text
@@ -389,3 +428,19 @@ def test_openapi_documents_the_routes(client):
     assert {link["operationId"] for link in links.values()} == {"job_status", "job_result"}
     assert {paths["/v1/jobs/{job_id}"]["get"]["operationId"], paths["/v1/jobs/{job_id}/result"]["get"]["operationId"]} \
         == {"job_status", "job_result"}
+
+
+@pytest.mark.parametrize("operator, expected", [(None, "1"), ("3", "3")])
+def test_the_service_asks_openblas_for_one_thread_unless_the_operator_chose(operator, expected):
+    """OpenBLAS reads OPENBLAS_NUM_THREADS once, when numpy loads it: the service package sets it first
+    (its pool of spinning threads fought onnxruntime's for the cores); an operator's value stands."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if operator is not None:
+        env["OPENBLAS_NUM_THREADS"] = operator
+    out = subprocess.run([sys.executable, "-c", "import os, service, numpy; print(os.environ['OPENBLAS_NUM_THREADS'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected

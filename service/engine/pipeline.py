@@ -87,8 +87,12 @@ class Engine:
         predictor_path = dlib_model_path("shape_predictor_68_face_landmarks.dat")
         self.landmarks = LandmarkPredictor(predictor_path) if predictor_path else None
         delay = settings.max_batch_delay_ms / 1000.0
-        self.geometry = MicroBatcher("geometry", self.model.run_geometry, settings.max_batch_size, delay, self._on_batch)
-        self.texture = MicroBatcher("texture", self.model.run_texture, settings.max_batch_size, delay, self._on_batch)
+        # Requests inside reconstruct (HTTP, batch items, jobs): the batchers wait only for these.
+        self._running = 0
+        self.geometry = MicroBatcher("geometry", self.model.run_geometry, settings.max_batch_size, delay, self._on_batch,
+                                     lambda: self._running)
+        self.texture = MicroBatcher("texture", self.model.run_texture, settings.max_batch_size, delay, self._on_batch,
+                                    lambda: self._running)
         self._inflight, self._lock = 0, threading.Lock()
         self.warm_up()
 
@@ -132,6 +136,15 @@ class Engine:
 
     def reconstruct(self, data: bytes, options: Options) -> Reconstruction:
         """Everything after the upload; raises :class:`errors.Problem` for the caller's mistakes."""
+        with self._lock:
+            self._running += 1
+        try:
+            return self._reconstruct(data, options)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def _reconstruct(self, data: bytes, options: Options) -> Reconstruction:
         timer = StageTimer(self.metrics)
         texture_size = checked_texture_size(options, self.settings)
         with timer("decode"):
