@@ -10,7 +10,6 @@ docs/detection.md has the measurements behind every constant here.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from typing import Literal, Protocol
 import cv2
 import dlib
 import numpy as np
+
+from .assets import read_verified
 
 Box = tuple[float, float, float, float]
 DetectorName = Literal["yunet", "hog", "cnn"]
@@ -89,20 +90,6 @@ class Detector(Protocol):
         """The smallest face side (input pixels) found reliably in a ``height`` x ``width`` photo."""
 
 
-def verified_asset(path: Path, sha256: str) -> bytes:
-    """The bytes of ``path``, or DetectorAssetError when it is missing or its sha256 is not ``sha256``."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise DetectorAssetError(f"detector model {path} cannot be read ({error.strerror}); it ships with the "
-                                 "service under service/assets/") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise DetectorAssetError(f"detector model {path} is altered or corrupt: sha256 {digest[:12]}…, "
-                                 f"expected {sha256[:12]}… (restore it from the repository)")
-    return data
-
-
 def detection_scale(height: int, width: int, min_face_px: int, max_side: int) -> float:
     """The factor (<= 1) YuNet's copy of an ``height`` x ``width`` photo is scaled by: as small as
     keeps a ``min_face_px`` face at ``YUNET_MIN_PX`` (cost grows with the copy's pixels), but the
@@ -120,7 +107,8 @@ class YuNetDetector:
 
     def __init__(self, path: Path, score_threshold: float = 0.5, min_face_px: int = 40,
                  max_side: int = 640, sha256: str = YUNET_SHA256):
-        model = np.frombuffer(verified_asset(path, sha256), np.uint8)
+        data = read_verified(path, sha256, DetectorAssetError, "detector model", "service/assets/")
+        model = np.frombuffer(data, np.uint8)
         self.net = cv2.FaceDetectorYN.create("onnx", model, np.empty(0, np.uint8), (320, 320), score_threshold,
                                              0.3, 5000)
         self.min_face_px, self.max_side = min_face_px, max_side

@@ -19,7 +19,6 @@ seam read), so the fitted head beyond that ring is not available yet (``HeadFit.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +31,8 @@ from scipy.optimize import lsq_linear
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import splu
 from scipy.spatial import cKDTree
+
+from .assets import read_verified
 
 HEAD_ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "ict" / "ict_head.npz"
 HEAD_ASSET_SHA256 = "df6d823531435d78ab84db73b37c65e119dc03caf0eb0507b4a99a6b3deba0f9"
@@ -92,15 +93,8 @@ class HeadModel:
 
 @lru_cache(maxsize=2)
 def _load_head(path: Path, sha256: str) -> HeadModel:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise HeadAssetError(f"ICT head asset {path} cannot be read ({error.strerror}); it ships with the service "
-                             "under service/assets/ict (python -m training.facemodel.head_asset writes it)") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != sha256:
-        raise HeadAssetError(f"ICT head asset {path} is altered or corrupt: sha256 {digest[:12]}…, expected "
-                             f"{sha256[:12]}… (restore it from the repository)")
+    data = read_verified(path, sha256, HeadAssetError, "ICT head asset",
+                         "service/assets/ict (python -m training.facemodel.head_asset writes it)")
     with np.load(io.BytesIO(data)) as d:
         sizes = sorted(int(k[6:-7]) for k in d.files if k.startswith("layout") and k.endswith("_pixels"))
         return HeadModel(
