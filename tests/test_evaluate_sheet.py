@@ -5,21 +5,16 @@ import shutil
 import numpy as np
 import pytest
 
-from service_fixtures import PHOTOS, noise_image, tiny_store
+from service_fixtures import PHOTOS, noise_image
 
 DATA = PHOTOS.parent / "aflw2000-dev"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, kit):
-    return tiny_store(tmp_path_factory, kit) / "tiny" / "0.0.1"
-
-
-@pytest.fixture(scope="module")
-def model(store):
+def model(tiny_model):
     from training.evaluate.inprocess import InProcessModel
 
-    return InProcessModel(store)
+    return InProcessModel(tiny_model)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +72,7 @@ def test_a_row_holds_the_crop_then_each_mode_per_view(model, kit):
     assert not np.array_equal(albedo, photo) and not np.array_equal(albedo, shaded)
 
 
-def test_sheet_cli_writes_a_row_per_photo_and_turned_head(store, tmp_path):
+def test_sheet_cli_writes_a_row_per_photo_and_turned_head(tiny_model, tmp_path):
     if not (PHOTOS / "takeo.pts").is_file() or not DATA.is_dir():
         pytest.skip(f"real photos or AFLW2000-3D dev absent under {PHOTOS.parent}")
     from PIL import Image
@@ -92,7 +87,7 @@ def test_sheet_cli_writes_a_row_per_photo_and_turned_head(store, tmp_path):
     turned = turned_aflw_photos(DATA, 2)
     assert len(turned) == 2 and all(p.landmarks.shape == (68, 2) for p in turned)
     out = tmp_path / "sheet.png"
-    main(["sheet", "--model", str(store), "--photos", str(folder), "--aflw", str(DATA), "--turned", "2",
+    main(["sheet", "--model", str(tiny_model), "--photos", str(folder), "--aflw", str(DATA), "--turned", "2",
           "--panel", "48", "--out", str(out)])
     with Image.open(out) as image:
         assert image.size == (7 * 48 + 8 * 4, 24 + 3 * (48 + 4) + 4)
