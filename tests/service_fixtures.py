@@ -57,6 +57,19 @@ def ready_client(app, timeout_s: float = 60.0) -> Iterator:
         yield client
 
 
+@contextlib.contextmanager
+def tiny_client(tmp_path_factory, kit, jobs: str, **settings) -> Iterator:
+    """A ready client of the real app serving the tiny store, its job store in a fresh folder named
+    ``jobs``; ``settings`` are further Settings fields."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(model_store=tiny_store(tmp_path_factory, kit),
+                              job_store=str(tmp_path_factory.mktemp(jobs) / "jobs.db"), **settings))
+    with ready_client(app) as client:
+        yield client
+
+
 def wait_ready(get, app, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while get("/v2/health/ready").status_code != 200:

@@ -7,12 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from service.app import create_app
 from service.engine.export import export_glb
 from service.engine.fuse import Mesh
 from service.engine.morph import ZERO_BELOW_M, MorphTargets, TargetSet
-from service.settings import Settings
-from service_fixtures import encode, noise_image, ready_client, tiny_store
+from service_fixtures import encode, noise_image, tiny_client
 
 COMPONENTS = {5126: "<f4", 5123: "<u2", 5125: "<u4"}
 SIZES = {"VEC3": 3, "VEC2": 2, "SCALAR": 1}
@@ -99,9 +97,7 @@ def test_targets_round_trip_through_the_glb():
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, kit):
-    app = create_app(Settings(model_store=tiny_store(tmp_path_factory, kit), default_texture_size=32,
-                              job_store=str(tmp_path_factory.mktemp("morph_jobs") / "jobs.db")))
-    with ready_client(app) as test_client:
+    with tiny_client(tmp_path_factory, kit, "morph_jobs", default_texture_size=32) as test_client:
         yield test_client
 
 

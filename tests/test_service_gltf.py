@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
-from service.settings import Settings
-from service_fixtures import encode, noise_image, photo_path, ready_client, tiny_store
+from service_fixtures import encode, noise_image, photo_path, tiny_client
 
 GLTF_DIR = Path(__file__).parent / "gltf"
 
@@ -40,9 +38,7 @@ def validate(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, kit):
-    app = create_app(Settings(model_store=tiny_store(tmp_path_factory, kit), default_texture_size=64,
-                              job_store=str(tmp_path_factory.mktemp("gltf_jobs") / "jobs.db")))
-    with ready_client(app) as test_client:
+    with tiny_client(tmp_path_factory, kit, "gltf_jobs", default_texture_size=64) as test_client:
         yield test_client
 
 

@@ -13,15 +13,13 @@ import service.viewer
 from service.app import create_app
 from service.engine.morph import read_glb
 from service.settings import Settings
-from service_fixtures import build_viewer, encode, noise_image, ready_client, tiny_store
+from service_fixtures import build_viewer, encode, noise_image, tiny_client
 
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory, kit):
     build_viewer()
-    app = create_app(Settings(model_store=tiny_store(tmp_path_factory, kit),
-                              job_store=str(tmp_path_factory.mktemp("viewer_http_jobs") / "jobs.db")))
-    with ready_client(app) as test_client:
+    with tiny_client(tmp_path_factory, kit, "viewer_http_jobs") as test_client:
         yield test_client
 
 
