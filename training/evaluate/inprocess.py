@@ -114,9 +114,7 @@ class InProcessModel:
     def reconstruct(self, photo: np.ndarray, box: Box | None = None) -> Reconstruction:
         """Geometry as :meth:`geometry`, then the unwrap and texture.onnx (both its outputs)."""
         box, box_from, outputs, geo = self.geometry(photo, box)
-        unwrapped, maps = self._texture(outputs, geo)
-        if self.settings.relight:  # as the service refits the light under the albedo
-            geo = replace(geo, lighting=relight(geo, unwrapped, maps["albedo"][0], self.topology))
+        geo, unwrapped, maps = self._texture(outputs, geo)
         linear = maps.get("linear_albedo")
         return Reconstruction(box=box, box_from=box_from, geometry=geo, unwrapped=unwrapped,
                               albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
@@ -135,14 +133,14 @@ class InProcessModel:
         outputs = run_geometry(self.model.run_geometry, image[None], self.settings.mirror_average)
         geo = decode_asm({k: out[0] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology,
                          self.pose_fields)
-        unwrapped, maps = self._texture(outputs, geo)
-        if self.settings.relight:
-            geo = replace(geo, lighting=relight(geo, unwrapped, maps["albedo"][0], self.topology))
+        geo, unwrapped, maps = self._texture(outputs, geo)
         linear = maps.get("linear_albedo")
         return Reconstruction(box=(0.0, 0.0, float(n), float(n)), box_from="crop", geometry=geo, unwrapped=unwrapped,
                               albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
 
-    def _texture(self, outputs: list[np.ndarray], geo: FaceGeometry) -> tuple[Unwrap, dict[str, np.ndarray]]:
+    def _texture(self, outputs: list[np.ndarray], geo: FaceGeometry) -> tuple[FaceGeometry, Unwrap, dict[str, np.ndarray]]:
+        """The unwrap, texture.onnx's outputs by name, and the geometry with its lighting refitted under the
+        albedo when the settings say so, as the service's stages do."""
         crop = geo.crop
         unwrapped = unwrap(geo, self.topology)
         feeds = {
@@ -152,7 +150,10 @@ class InProcessModel:
             "uv_grid": unwrapped.uv_grid[None],
             "uv_visibility": unwrapped.visibility[None, None].astype(np.float32),
         }
-        return unwrapped, dict(zip(self.texture_outputs, self.model.texture.run(self.texture_outputs, feeds)))
+        maps = dict(zip(self.texture_outputs, self.model.texture.run(self.texture_outputs, feeds)))
+        if self.settings.relight:
+            geo = replace(geo, lighting=relight(geo, unwrapped, maps["albedo"][0], self.topology))
+        return geo, unwrapped, maps
 
     def mean_shape_predictor(self):
         """The 3D baseline under this model's own placement: ICT's mean face (neutral identity, no
