@@ -13,7 +13,8 @@ def read_verified(path: Path, sha256: str, error: type[Exception], what: str, ho
     try:
         data = Path(path).read_bytes()
     except OSError as reason:
-        raise error(f"{what} {path} cannot be read ({reason.strerror}); it ships with the service under {home}") from None
+        raise error(f"{what} {path} cannot be read ({reason.strerror}); "
+                    f"it ships with the service under {home}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
         raise error(f"{what} {path} is altered or corrupt: sha256 {digest[:12]}…, expected {sha256[:12]}… "

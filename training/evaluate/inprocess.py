@@ -138,7 +138,8 @@ class InProcessModel:
         return Reconstruction(box=(0.0, 0.0, float(n), float(n)), box_from="crop", geometry=geo, unwrapped=unwrapped,
                               albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
 
-    def _texture(self, outputs: list[np.ndarray], geo: FaceGeometry) -> tuple[FaceGeometry, Unwrap, dict[str, np.ndarray]]:
+    def _texture(self, outputs: list[np.ndarray],
+                 geo: FaceGeometry) -> tuple[FaceGeometry, Unwrap, dict[str, np.ndarray]]:
         """The unwrap, texture.onnx's outputs by name, and the geometry with its lighting refitted under the
         albedo when the settings say so, as the service's stages do."""
         crop = geo.crop
