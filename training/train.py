@@ -6,6 +6,8 @@ stage 2, the texture stream (``training.stages.texture``); stage 3, the self-sup
     python -m training.train texture --config cpu-small --albedo ALBEDO.npz --features runs/geometry/checkpoint.pt --out runs/texture
     python -m training.train finetune --config cpu-small --albedo ALBEDO.npz --fitted data/fitted \
         --geometry-from runs/geometry/checkpoint.pt --texture-from runs/texture/checkpoint.pt --out runs/finetune
+    python -m training.train landmarks --config cpu-small --geometry-from model_store/facerecon-cpu-small/0.8.0 \
+        --albedo ALBEDO.npz --fitted data/fitted --out runs/landmarks   # the shape from landmarks (issue 21)
     python -m training.train all --config cpu-small --albedo ALBEDO.npz --fitted data/fitted --out runs/cpu-small
 
 Every stage logs losses to ``log.csv``, writes ``checkpoint.pt`` every ``--checkpoint-every`` steps
@@ -24,6 +26,7 @@ from training.models import PRESETS
 from training.stages.common import GEOMETRY_LOSS_ABLATIONS, GeometryLossWeights
 from training.stages.finetune import FinetuneLossWeights, FinetuneSettings, train_finetune
 from training.stages.geometry import StageSettings, train_geometry
+from training.stages.landmarks import LandmarkStageSettings, train_landmarks
 from training.stages.texture import TextureStageSettings, train_texture
 
 STAGES = ("geometry", "texture", "finetune")
@@ -32,12 +35,12 @@ STAGES = ("geometry", "texture", "finetune")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=(
         "Stage 1 `geometry`, stage 2 `texture`, stage 3 `finetune`, or `all` three in a row into OUT/<stage>."))
-    parser.add_argument("stage", choices=[*STAGES, "all"])
+    parser.add_argument("stage", choices=[*STAGES, "landmarks", "all"])
     parser.add_argument("--config", choices=sorted(PRESETS), default="cpu-small")
     parser.add_argument("--out", type=Path, required=True, help="the run folder (for `all`: the parent of one per stage)")
     parser.add_argument("--steps", type=int, help="default: 3000 / 3000 / 1000 by stage; for `all` give --stage-steps")
     parser.add_argument("--stage-steps", default="3000,3000,1000", help="`all`: steps of the three stages, comma-separated")
-    parser.add_argument("--batch-size", type=int, default=StageSettings.batch_size)
+    parser.add_argument("--batch-size", type=int, help="default: the stage's (8 for stage 1)")
     parser.add_argument("--lr", type=float, help="default: the paper's 2e-4, 1e-4, 5e-5 by stage")
     parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default=FinetuneSettings.lr_schedule,
                         help="stage 3: constant (the paper's), or cosine from --lr to 0 over --steps")
@@ -51,7 +54,11 @@ def main(argv: list[str] | None = None) -> None:
                         "(stage 1 adds them, stage 3 needs them)")
     parser.add_argument("--photos", type=Path, default=Path("../shared/data/helen-afw-68pt"),
                         help="the fitted photos' folder (stage 2 cuts background patches from it)")
-    parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size, help="stage 1")
+    parser.add_argument("--real-batch-size", type=int, default=StageSettings.real_batch_size, help="stage 1 and `landmarks`")
+    parser.add_argument("--regressor-steps", type=int, default=LandmarkStageSettings.regressor_steps,
+                        help="stage `landmarks`: steps of LandmarkToFace alone on drawn landmarks, before the head's --steps")
+    parser.add_argument("--appearance-steps", type=int, default=LandmarkStageSettings.appearance_steps,
+                        help="stage `landmarks`: steps teaching the appearance head the start's p_t and p_l, after")
     parser.add_argument("--geometry-losses", choices=list(GEOMETRY_LOSS_ABLATIONS), default="full",
                         help="stage 1: L_gs in full, or one of the paper's Table III ablations")
     parser.add_argument("--asm-weight", type=float, default=GeometryLossWeights.asm,
@@ -121,8 +128,9 @@ def main(argv: list[str] | None = None) -> None:
                                identity_coefficients=args.coefficient_weights[1])
 
     def common(stage_cls, steps, minutes):
-        given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr}
-        return dict(steps=steps or stage_cls.steps, batch_size=args.batch_size, seed=args.seed, workers=args.workers,
+        given = {"checkpoint_every": args.checkpoint_every, "validate_every": args.validate_every, "lr": args.lr,
+                 "batch_size": args.batch_size}
+        return dict(steps=steps or stage_cls.steps, seed=args.seed, workers=args.workers,
                     minutes=minutes, **{k: v for k, v in given.items() if v is not None})
 
     def run(stage: str, out: Path, steps: int | None, features=None, geometry_from=None, texture_from=None,
@@ -133,6 +141,14 @@ def main(argv: list[str] | None = None) -> None:
                                      **common(StageSettings, steps, minutes))
             return train_geometry(cfg, out, settings, args.device, args.fitted, args.photos, args.albedo,
                                   geometry_weights, geometry_from)
+        if stage == "landmarks":
+            if geometry_from is None:
+                parser.error("stage `landmarks` needs --geometry-from (the geometry stream it grows from)")
+            settings = LandmarkStageSettings(regressor_steps=args.regressor_steps, appearance_steps=args.appearance_steps,
+                                             real_batch_size=args.real_batch_size,
+                                             **common(LandmarkStageSettings, steps, minutes))
+            grown = replace(cfg, geometry=replace(cfg.geometry, shape_from_landmarks=True, appearance_head=True))
+            return train_landmarks(grown, out, settings, geometry_from, args.fitted, args.photos, args.albedo, args.device)
         if args.albedo is None:
             parser.error(f"stage {stage} needs --albedo (the albedo model)")
         if stage == "texture":

@@ -4,7 +4,8 @@ The ONNX graphs are the service's whole view of the network; their input and out
 are part of the contract (the manifest records them with shapes).
 
 geometry.onnx: image (B, 3, H, W) RGB in [0, 1] -> a_id, a_exp (B, 3, S, S), p_t (B, K),
-    p_l (B, 27), p_h (B, 6); a network with a linear basis (``GeometryConfig.linear_basis``) also ->
+    p_l (B, 27), p_h (B, 6); a network with a linear basis or the shape from landmarks
+    (``GeometryConfig.linear_basis``, ``shape_from_landmarks``) also ->
     id_coeffs (B, 100), ICT identity coefficients, and exp_weights (B, 53), ICT blendshape weights in (0, 1).
 texture.onnx: p_t (B, K), image (B, 3, H, W), heatmaps (B, 68, H, W), uv_grid (B, S, S, 2),
     uv_visibility (B, 1, S, S) -> albedo, linear_albedo (B, 3, S, S) in [0, 1].
@@ -43,7 +44,7 @@ class _GeometryGraph(nn.Module):
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return GEOMETRY_OUTPUTS + (COEFFICIENT_OUTPUTS if self.net.cfg.linear_basis else ())
+        return GEOMETRY_OUTPUTS + (COEFFICIENT_OUTPUTS if self.net.cfg.linear_basis or self.net.cfg.shape_from_landmarks else ())
 
     def forward(self, image):
         out = self.net(image)

@@ -37,8 +37,16 @@ class GeometryConfig:
     # keeping p_h: stage 3 then teaches light from skin (issue 22) without moving the pose. It grows as a
     # copy of the first, so it starts computing exactly what the network did. False: as up to 0.7.0.
     appearance_head: bool = False
+    # The shape from the 68 landmarks (training.models.landmarks, issue 21): a landmark head on the
+    # encoder's last three stages finds them, an MLP turns them into ICT identity coefficients,
+    # blendshape weights and the pose p_h, and ICT's basis decodes A_id and A_exp. The attribute
+    # decoders and the PSN's own p_h are not used (nor built: the decoders were most of the graph).
+    # False: the shape from the latent, as up to 0.8.0.
+    shape_from_landmarks: bool = False
 
     def __post_init__(self):
+        if self.shape_from_landmarks and self.linear_basis:
+            raise ValueError("shape_from_landmarks and linear_basis are two ways to the coefficients: choose one")
         if 2 ** len(self.decoder_widths) != self.uv_size:
             raise ValueError(f"{len(self.decoder_widths)} decoder stages give {2 ** len(self.decoder_widths)}, not S = {self.uv_size}")
 

@@ -11,6 +11,7 @@ from training.facemodel import N_EXPRESSION, N_IDENTITY, UVFaceModel
 
 from .basis import LinearFaceBasis
 from .config import POSE_DIM, SH_DIM, GeometryConfig
+from .landmarks import LandmarkHead, LandmarkToFace
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -52,12 +53,21 @@ class MultiTaskEncoder(nn.Module):
             nn.init.zeros_(self.locate.bias)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.latent_and_features(image)[0]
+
+    def latent_and_features(self, image: torch.Tensor, taps: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, 3, H, W) -> the latent (B, latent_dim) and the last ``taps`` stages' feature maps
+        (after their pooling; strides 2^(n - taps + 1) ... 2^n for n stages), coarsest last."""
         # Centring the input here keeps exported models free of preprocessing the service must copy.
-        x = self.features(image * 2.0 - 1.0)
+        x, stage_outputs = image * 2.0 - 1.0, []
+        for layer in self.features:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                stage_outputs.append(x)
         latent = self.project(x.mean(dim=(2, 3)))
         if self.locate is not None:
             latent = latent + self.locate(position_moments(x))
-        return torch.relu(latent)
+        return torch.relu(latent), stage_outputs[len(stage_outputs) - taps:] if taps else []
 
 
 class AttributeDecoder(nn.Module):
@@ -135,6 +145,7 @@ class GeometryOutput:
     exp_weights: torch.Tensor | None = None
     id_residual: torch.Tensor | None = None
     exp_residual: torch.Tensor | None = None
+    landmarks: torch.Tensor | None = None  # (B, 68, 2) input pixels, with shape_from_landmarks
 
     @property
     def a_full(self) -> torch.Tensor:
@@ -142,32 +153,46 @@ class GeometryOutput:
 
 
 class GeometryStream(nn.Module):
-    """With ``cfg.linear_basis`` the stream needs the face model at S = ``cfg.uv_size`` (built from
-    ICT-FaceKit when not given)."""
+    """With ``cfg.linear_basis`` or ``cfg.shape_from_landmarks`` the stream needs the face model at
+    S = ``cfg.uv_size`` (built from ICT-FaceKit when not given)."""
+
+    LANDMARK_TAPS = 3  # the encoder stages the landmark head reads, the last three
 
     def __init__(self, cfg: GeometryConfig, face_model: UVFaceModel | None = None):
         super().__init__()
         self.cfg = cfg
         self.encoder = MultiTaskEncoder(cfg)
-        self.identity_decoder = AttributeDecoder(cfg)
-        self.expression_decoder = AttributeDecoder(cfg)
+        self.identity_decoder = self.expression_decoder = None
+        if not cfg.shape_from_landmarks:
+            self.identity_decoder = AttributeDecoder(cfg)
+            self.expression_decoder = AttributeDecoder(cfg)
         self.psn = ParametricSubNetwork(cfg)
         self.appearance = ParametricSubNetwork(cfg) if cfg.appearance_head else None  # its p_h is unused
-        self.coefficients = self.basis = None
-        if cfg.linear_basis:
+        self.coefficients = self.basis = self.landmark_head = self.landmarks_to_face = None
+        if cfg.linear_basis or cfg.shape_from_landmarks:
             face_model = face_model if face_model is not None else UVFaceModel.build(cfg.uv_size)
             if face_model.size != cfg.uv_size:
                 raise ValueError(f"face model S = {face_model.size}, network S = {cfg.uv_size}")
-            self.coefficients = CoefficientHead(cfg)
             self.basis = LinearFaceBasis(face_model)
             self.register_buffer("uv_mask", torch.from_numpy(face_model.layout.mask).float(), persistent=False)
+        if cfg.linear_basis:
+            self.coefficients = CoefficientHead(cfg)
+        if cfg.shape_from_landmarks:
+            self.landmark_head = LandmarkHead(cfg.encoder_widths[-self.LANDMARK_TAPS:])
+            self.landmarks_to_face = LandmarkToFace()
 
     def forward(self, image: torch.Tensor) -> GeometryOutput:
         """image: (B, 3, H, W) RGB in [0, 1]."""
-        latent = self.encoder(image)
+        taps = self.LANDMARK_TAPS if self.landmark_head is not None else 0
+        latent, features = self.encoder.latent_and_features(image, taps)
         p_t, p_l, p_h = self.psn(latent)
         if self.appearance is not None:
             p_t, p_l, _ = self.appearance(latent)
+        if self.landmark_head is not None:
+            landmarks = self.landmark_head(features, image.shape[-1])
+            id_coeffs, exp_weights, p_h = self.landmarks_to_face(landmarks, image.shape[-1])
+            a_id, a_exp = self.basis(id_coeffs, exp_weights)
+            return GeometryOutput(a_id, a_exp, p_t, p_l, p_h, id_coeffs, exp_weights, landmarks=landmarks)
         a_id, a_exp = self.identity_decoder(latent), self.expression_decoder(latent)
         if self.basis is None:
             return GeometryOutput(a_id, a_exp, p_t, p_l, p_h)

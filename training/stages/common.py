@@ -150,7 +150,7 @@ def uv_grid_from_geometry(a_full: torch.Tensor, p_h: torch.Tensor, image_size: i
 
 # Geometry options a run may add to a network trained without them: each adds a part that starts at
 # zero (GeometryConfig's comments say what each does).
-GROWABLE = ("position_pooling", "linear_basis", "appearance_head")
+GROWABLE = ("position_pooling", "linear_basis", "appearance_head", "shape_from_landmarks")
 
 
 def grows(cfg: NetworkConfig, start_config: dict) -> tuple[str, ...]:
@@ -186,8 +186,11 @@ def grown_geometry_weights(net: GeometryStream, start: dict) -> dict:
     computes exactly what the start did. Growing the linear basis keeps the encoder and the PSN (pose,
     light, albedo) but starts the shape again from the mean face: the attribute decoders, which gave
     the whole maps, now give a residual on the basis, so their last layer is reset to zero. Growing the
-    appearance head copies the PSN into it, so the network computes exactly what the start did."""
-    weights = net.state_dict() | stream_weights(start, "geometry")
+    appearance head copies the PSN into it, so the network computes exactly what the start did. Growing
+    the shape from landmarks keeps the encoder, the PSN and the appearance head; the landmark head and
+    its regressor start from their initial values, and the attribute decoders, which it drops, go."""
+    own = net.state_dict()
+    weights = own | {k: v for k, v in stream_weights(start, "geometry").items() if k in own}
     if net.cfg.appearance_head and not NetworkConfig.from_dict(start["config"]).geometry.appearance_head:
         weights |= {name.replace("psn.", "appearance.", 1): value.clone() for name, value in weights.items()
                     if name.startswith("psn.")}

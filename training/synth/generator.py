@@ -156,11 +156,8 @@ class SynthFaceGenerator:
         rng = np.random.default_rng([seed, index])
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
         st, b, h = self.settings, batch_size, self.settings.image_size
-        kit = self.model.kit
         if faces is None:
-            ids = torch.from_numpy(rng.standard_normal((b, 100)).astype(np.float32) * st.identity_std)
-            exp_np, cats = sample_expressions(kit.expression_names, b, rng, categories)
-            exp = torch.from_numpy(exp_np)
+            ids, exp, cats = self._draw_shapes(rng, b, categories)
         else:
             ids, exp, cats = faces.identity, faces.expression, np.full(b, -1)
         verts = self.neutral + blend(self.identity, ids) + blend(self.expression, exp)
@@ -191,6 +188,25 @@ class SynthFaceGenerator:
             landmarks=screen[..., :2], face_mask=out.mask & ~occluded, uv_visible=visible,
             category=torch.from_numpy(cats), id_coeffs=ids, exp_weights=exp, p_t=p_t,
         )
+
+    def landmark_draws(self, seed: int, index: int, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """What ``batch(seed, index, batch_size)`` draws, without rendering it: landmarks (B, 68, 2)
+        pixels, id_coeffs (B, 100), exp_weights (B, 53), p_h (B, 6), equal to the batch's. Thousands a
+        second, for what learns from landmarks alone (``training.models.landmarks.LandmarkToFace``)."""
+        rng = np.random.default_rng([seed, index])
+        rng.integers(2**31)  # the batch's render generator's seed, drawn first there
+        ids, exp, _ = self._draw_shapes(rng, batch_size, None)
+        li = self.landmark_index
+        points = self.neutral[li] + blend(self.identity[:, li], ids) + blend(self.expression[:, li], exp)
+        p_h = self._frame(rng, self._sample_pose(rng, batch_size), points)
+        screen = pose_to_camera(p_h, self.settings.image_size).transform_points_screen(points)
+        return screen[..., :2], ids, exp, p_h
+
+    def _draw_shapes(self, rng, b: int, categories: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Identity coefficients (B, 100), blendshape weights (B, 53) and their categories (B,)."""
+        ids = torch.from_numpy(rng.standard_normal((b, 100)).astype(np.float32) * self.settings.identity_std)
+        exp_np, cats = sample_expressions(self.model.kit.expression_names, b, rng, categories)
+        return ids, torch.from_numpy(exp_np), cats
 
     def _sample_pose(self, rng, b) -> torch.Tensor:
         st = self.settings
