@@ -36,8 +36,11 @@ def test_neutral_in_neutral_out(head_fit, kit):
     held = fit.head.basis_vertices
     assert np.isin(model.region.vertex_ids, held).all()
     assert np.abs(head[held] - kit.neutral[held]).max() < 1e-4 * width
-    # Beyond the region's ring the asset holds no bases: no head there rather than a wrong one.
-    assert np.isnan(np.delete(head, held, axis=0)).all()
+    # The eyeballs: ICT's, from the asset's affine maps.
+    eyes = np.concatenate([np.arange(start, end) for start, end in fit.head.eyeballs])
+    assert np.abs(head[eyes] - kit.neutral[eyes]).max() < 1e-4 * width
+    # Beyond the region's ring and the eyeballs the asset holds no bases: no head there rather than a wrong one.
+    assert np.isnan(np.delete(head, np.r_[held, eyes], axis=0)).all()
 
 
 def test_the_asset_is_light_and_holds_ict_s_bases(kit):

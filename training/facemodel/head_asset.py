@@ -25,6 +25,17 @@ Arrays (N = ICT vertices of the head parts, Nb = vertices with bases, F = triang
     layout<S>_pixels (P,) int32 flat pixel index, layout<S>_vertices (P, 3) int32 ICT ids and
         layout<S>_bary (P, 3) float32, for S in ``LAYOUT_SIZES``: how the S x S maps sample ICT's mesh,
         so the service can compare a fitted ICT face with the predicted maps through the same sampler.
+    face_vertices (Vf,) int32 ICT ids, face_uv (Vf, 2) float32, face_triangles (Tf, 3) int32 indices
+        into face_vertices: the output mesh of the face region, ICT's own triangles and UVs (a vertex
+        that ICT splits along a UV seam is one output vertex per texture coordinate, as in any glTF).
+        The region's UVs are tile 0 of ICT's layout, the very coordinates of the S x S maps' pixels.
+    eye_vertices (Ve,) int32, eye_uv (Ve, 2) float32, eye_triangles (Te, 3) int32: the two eyeballs
+        the same way (their UVs: a unit square per eyeball, the iris at its centre).
+    eyeball_identity (2, 100, 4, 3) float32: per eyeball and identity component, the affine map
+        ``[x - centre, 1] @ A`` that gives the component's delta at an eyeball vertex (``eyeball_centres``
+        (2, 3) float32, the neutral eyeballs' vertex means). ICT moves an eyeball almost rigidly, so 2.4k
+        numbers stand for its 0.9M: 0.2 mm largest error at unit-variance coefficients, where the
+        eyeball moves by up to 7 mm (``eyeball_affine``).
 """
 
 from __future__ import annotations
@@ -69,6 +80,15 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
         "triangles": triangles,
         "eyeballs": np.array([kit.parts["eyeball_left"], kit.parts["eyeball_right"]], np.int32),
     }
+    out.update(mesh_arrays("face", region.triangles, region.triangles_uv, kit.uv))
+    eyes = [kit.parts["eyeball_left"], kit.parts["eyeball_right"]]
+    in_eyes = np.zeros(len(kit.triangles), bool)
+    for start, end in eyes:
+        in_eyes |= np.all((kit.triangles >= start) & (kit.triangles < end), axis=1)
+    out.update(mesh_arrays("eye", kit.triangles[in_eyes], kit.triangles_uv[in_eyes], kit.uv))
+    centres, maps = zip(*(eyeball_affine(kit, start, end) for start, end in eyes))
+    out["eyeball_centres"] = np.stack(centres).astype(np.float32)
+    out["eyeball_identity"] = np.stack(maps).astype(np.float32)
     for size in LAYOUT_SIZES:
         layout = UVLayout.build(region.triangles, region.tri_uv, size)
         # The layout's triangles are the region's, so the fit never reads a vertex without bases.
@@ -77,6 +97,25 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
         out[f"layout{size}_vertices"] = layout.pixel_vertices.astype(np.int32)
         out[f"layout{size}_bary"] = layout.pixel_bary.astype(np.float32)
     return out
+
+
+def mesh_arrays(prefix: str, triangles: np.ndarray, triangles_uv: np.ndarray, uv: np.ndarray) -> dict[str, np.ndarray]:
+    """An ICT sub-mesh as an output mesh: one vertex per (ICT vertex, texture coordinate) pair its
+    triangles use, in ICT's vertex order; ``<prefix>_vertices``, ``_uv`` and ``_triangles``."""
+    pairs, inverse = np.unique(np.stack([triangles.ravel(), triangles_uv.ravel()], 1), axis=0, return_inverse=True)
+    return {f"{prefix}_vertices": pairs[:, 0].astype(np.int32), f"{prefix}_uv": uv[pairs[:, 1]].astype(np.float32),
+            f"{prefix}_triangles": inverse.reshape(-1, 3).astype(np.int32)}
+
+
+def eyeball_affine(kit: FaceKit, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """The eyeball ``start:end``'s neutral centre (3,) and, per identity component, the least-squares
+    affine map (100, 4, 3) from ``[x - centre, 1]`` to the component's delta at x."""
+    x = kit.neutral[start:end].astype(np.float64)
+    centre = x.mean(0)
+    design = np.c_[x - centre, np.ones(len(x))]
+    deltas = kit.identity[:, start:end].astype(np.float64)  # (100, n, 3)
+    maps = np.linalg.lstsq(design, deltas.transpose(1, 0, 2).reshape(len(x), -1), rcond=None)[0]
+    return centre, maps.reshape(4, -1, 3).transpose(1, 0, 2)
 
 
 def shuffled_half(basis: np.ndarray) -> np.ndarray:
