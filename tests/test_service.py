@@ -20,6 +20,7 @@ from PIL import Image
 from service.app import create_app
 from service.engine.batching import MicroBatcher
 from service.engine.decode import decode_image
+from service.engine.head import HeadModel
 from service.settings import Settings
 from service_fixtures import (
     PROBLEM, assert_problem, encode, noise_image, photo_bytes, photo_path, post, ready_client, tiny_store,
@@ -106,9 +107,12 @@ def test_glb_loads_back_with_topology_counts_and_texture(client, photo, topology
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "model/gltf-binary"
     scene = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False)
-    (mesh,) = scene.geometry.values()
-    assert len(mesh.vertices) == int(topology["uv_mask"].sum())
-    assert len(mesh.faces) == len(topology["triangles"])
+    # ICT's topology: the face region's own vertices and triangles, and the eyeballs as a second mesh.
+    assert set(scene.geometry) == {"face_0", "face_0_eyes"}
+    mesh, eyes = scene.geometry["face_0"], scene.geometry["face_0_eyes"]
+    head = HeadModel.load()
+    assert len(mesh.vertices) == len(head.face.ids) and len(mesh.faces) == len(head.face.triangles)
+    assert len(eyes.faces) == len(head.eyes.triangles) and eyes.visual.material.roughnessFactor < 1.0
     material = mesh.visual.material
     assert material.baseColorTexture is not None and material.baseColorTexture.size == (64, 64)
     assert material.metallicFactor == 0.0
@@ -118,21 +122,21 @@ def test_glb_loads_back_with_topology_counts_and_texture(client, photo, topology
     length = struct.unpack_from("<I", response.content, 12)[0]
     gltf = json.loads(response.content[20:20 + length])
     assert gltf["asset"]["extras"]["faces"][0]["landmarks68"]
-    assert [image["mimeType"] for image in gltf["images"]] == ["image/jpeg"]  # the fast default
+    assert [image["mimeType"] for image in gltf["images"]] == ["image/jpeg"] * 2  # the fast default, face and eyes
 
 
 def test_obj_zip_loads_back_with_its_texture(client, photo, topology, tmp_path):
     response = post(client, photo, format="obj", texture_size=32)
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-        assert {"face_0.obj", "face_0.mtl", "result.json"} <= set(archive.namelist())
+        assert {"face_0.obj", "face_0.mtl", "face_0_eyes.obj", "result.json"} <= set(archive.namelist())
         archive.extractall(tmp_path)
+    head = HeadModel.load()
     obj_lines = (tmp_path / "face_0.obj").read_text().splitlines()
-    assert sum(line.startswith("v ") for line in obj_lines) == int(topology["uv_mask"].sum())
+    # ICT's own vertices (split where ICT splits them along UV seams) and triangles.
+    assert sum(line.startswith("v ") for line in obj_lines) == len(head.face.ids)
     mesh = trimesh.load(tmp_path / "face_0.obj", process=False)
-    # trimesh's OBJ reader keeps only the vertices some triangle uses (a few mask pixels have none).
-    assert len(mesh.vertices) == len(np.unique(topology["triangles"]))
-    assert len(mesh.faces) == len(topology["triangles"])
+    assert len(mesh.vertices) == len(head.face.ids) and len(mesh.faces) == len(head.face.triangles)
     assert mesh.visual.material.image is not None and mesh.visual.material.image.size == (32, 32)
 
 
@@ -140,8 +144,8 @@ def test_obj_zip_loads_back_with_its_texture(client, photo, topology, tmp_path):
 def test_mesh_kinds(client, photo, topology, mesh_kind):
     response = post(client, photo, format="glb", mesh=mesh_kind, texture_size=16)
     assert response.status_code == 200, response.text
-    (mesh,) = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False).geometry.values()
-    assert len(mesh.vertices) == int(topology["uv_mask"].sum())
+    mesh = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False).geometry["face_0"]
+    assert len(mesh.vertices) == len(HeadModel.load().face.ids)
 
 
 # --- bad input -------------------------------------------------------------------------------------

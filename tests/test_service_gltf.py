@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service.engine.eyes import EYE_TEXTURE_SIZE
 from service_fixtures import encode, noise_image, photo_path, tiny_client
 
 GLTF_DIR = Path(__file__).parent / "gltf"
@@ -78,6 +79,8 @@ def test_glb_validates_with_zero_errors(client, validate, case):
     assert issues["numErrors"] == issues["numWarnings"] == issues["numHints"] == 0, \
         json.dumps(issues["messages"], indent=1)
     images = [r for r in report["info"]["resources"] if r["pointer"].startswith("/images/")]
-    assert images and all(r["image"]["width"] == 64 for r in images)  # the validator decoded the textures
-    assert report["info"]["drawCallCount"] == (2 if case.startswith("two faces") else 1)
+    # The validator decoded the textures: the face's at texture_size, the eyeballs' at EYE_TEXTURE_SIZE.
+    assert images and sorted({r["image"]["width"] for r in images}) == [64, EYE_TEXTURE_SIZE]
+    # A face is two meshes in ICT's topology: the face and its eyeballs.
+    assert report["info"]["drawCallCount"] == 2 * (2 if case.startswith("two faces") else 1)
     assert report["info"]["hasMorphTargets"] == ("morph targets" in case)

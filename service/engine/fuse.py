@@ -1,8 +1,12 @@
-"""Stage ``fuse``: the chosen ASM -> a mesh in metres (glTF conventions: Y up, metres, centred).
+"""Stage ``fuse``: the chosen ASM -> meshes in metres (glTF conventions: Y up, metres, centred).
 
 The canonical frame is already x right, y up, z towards the viewer and centred on the neutral face
 region, so the vertices only need the manifest's scale; every mesh kind shares the same origin,
 which keeps an identity mesh and its expression aligned when overlaid.
+
+A store with ICT taps (every store since 0.7.0) gets ICT-FaceKit's topology (``ict_mesh``): the face
+region's own triangles and UVs, and the eyeballs as a second mesh; a store without gets the UV grid
+(the S x S layout's valid pixels as vertices).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from service import errors
 
 from .asm_decode import FaceGeometry
 from .morph import MorphTargets
+from .texture import bleed
 from .topology import MeshTopology
 
 MESH_KINDS = ("full", "identity", "expression")
@@ -29,6 +34,30 @@ class Mesh:
     name: str
     # The blendshapes as morph targets (GLB only); ``vertices`` is the mesh shown at their default weights.
     morph: MorphTargets | None = None
+    roughness: float = 1.0  # the glTF material's: skin is matte; an eyeball's wet surface is not
+
+
+EYE_ROUGHNESS = 0.3
+
+
+def fuse_meshes(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str,
+                morph_targets: bool = False, eye_texture: np.ndarray | None = None) -> list[Mesh]:
+    """The face's meshes: in ICT's topology, the face ``name`` and its eyeballs ``name_eyes`` (textured
+    with ``eye_texture``, (E, E, 3) uint8); for a store without ICT taps, the UV grid mesh alone."""
+    if topo.ict is None or geo.coefficients is None:
+        return [fuse_mesh(kind, geo, topo, texture, name, morph_targets)]
+    face, eyes = topo.ict.positions(kind, geo.a_full, geo.a_id, geo.coefficients)
+    sub = topo.ict.fit.head
+    morph = None
+    if morph_targets:
+        weights = np.zeros(53) if kind == "identity" else geo.coefficients.expression
+        morph = MorphTargets(topo.ict.face_targets, np.asarray(weights, np.float32))
+    out = [Mesh(vertices=face, triangles=sub.face.triangles, uv=sub.face.uv, texture=bleed(texture, topo.uv_mask),
+                name=name, morph=morph)]
+    if eye_texture is not None:
+        out.append(Mesh(vertices=eyes, triangles=sub.eyes.triangles, uv=sub.eyes.uv, texture=eye_texture,
+                        name=f"{name}_eyes", roughness=EYE_ROUGHNESS))
+    return out
 
 
 def fuse_mesh(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str,

@@ -7,10 +7,12 @@ the photo itself unwrapped into UV at the output resolution, with unseen texels 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from .asm_decode import FaceGeometry
 from .topology import MeshTopology
@@ -127,3 +129,32 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[0] == size:
         return image.astype(np.float64)
     return cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+
+
+def bleed(texture: np.ndarray, uv_mask: np.ndarray) -> np.ndarray:
+    """(T, T, 3) texture in the layout, each texel whose bilinear taps of the S x S maps leave
+    ``uv_mask`` (S, S) less its outermost pixels set to the nearest texel whose taps do not. ICT's rim
+    vertices have UVs up to a map pixel beyond the mask's outermost pixel centres (the grid mesh's
+    vertices sit on them), where the maps hold nothing the network was trained to predict; this is the
+    texture's clamp-to-edge."""
+    rows, cols = _nearest_inside(texture.shape[0], uv_mask.shape[0], uv_mask.tobytes())
+    return texture[rows, cols]
+
+
+@functools.lru_cache(maxsize=8)
+def _nearest_inside(size: int, s: int, mask_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+    # The mask's outermost pixels count as outside: a network's maps are least trained there (0.8.0's
+    # albedo has dark and coloured specks along them), and ICT's rim would show them as a fringe.
+    mask = ndimage.binary_erosion(np.frombuffer(mask_bytes, bool).reshape(s, s), border_value=0)
+    x = (np.arange(size) + 0.5) * s / size - 0.5
+    lo = np.clip(np.floor(x).astype(np.intp), 0, s - 1)
+    hi = np.clip(lo + 1, 0, s - 1)
+    inside = np.ones((size, size), bool)
+    for r in (lo, hi):
+        for c in (lo, hi):
+            inside &= mask[np.ix_(r, c)]
+    if not inside.any():
+        grid = np.mgrid[0:size, 0:size]
+        return grid[0], grid[1]
+    rows, cols = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    return rows, cols
