@@ -147,6 +147,21 @@ def test_the_targets_are_ict_s_expressions_on_ict_s_topology(client, tiny_topolo
     assert animated["names"] == head.expression_names
 
 
+def test_region_head_carries_the_targets_on_ict_s_head(client, tiny_topology):
+    """region=head: the 53 targets on ICT's head mesh (face, ears, neck, back of the head, sockets); the
+    expressions move the jaw's skin and the mouth socket beyond the face region too."""
+    plain, _ = face_and_eyes(reconstruct(client, format="glb", region="head"))
+    animated, eyes = face_and_eyes(reconstruct(client, format="glb", region="head", morph_targets="true"))
+    head = tiny_topology.ict.fit.head
+    assert len(animated["base"]) == len(head.head.ids) and len(animated["targets"]) == 53
+    assert animated["names"] == head.expression_names and eyes["names"] is None
+    shown = animated["base"] + np.tensordot(animated["weights"], animated["targets"], axes=1)
+    np.testing.assert_allclose(shown, plain["base"], atol=1e-6)
+    outside = ~np.isin(head.head.ids, head.face.ids)
+    jaw = animated["names"].index("jawOpen")
+    assert np.linalg.norm(animated["targets"][jaw][outside], axis=1).max() > 0.005
+
+
 def test_morph_targets_are_opt_in_and_glb_only(client):
     assert face_and_eyes(reconstruct(client, format="glb"))[0]["names"] is None
     body = json.loads(reconstruct(client, format="json", morph_targets="true"))

@@ -58,7 +58,8 @@ def photo(name: str) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["caller box", "photo texture", "real photo", "two faces", "identity mesh",
-                                  "morph targets", "two faces with morph targets", "identity mesh with morph targets"])
+                                  "morph targets", "two faces with morph targets", "identity mesh with morph targets",
+                                  "head", "head with morph targets"])
 def test_glb_validates_with_zero_errors(client, validate, case):
     boxed = {"box": "40,30,160,150"}
     image, options = {
@@ -71,6 +72,8 @@ def test_glb_validates_with_zero_errors(client, validate, case):
         "two faces with morph targets": (lambda: photo("trump_hillary.jpg"), {"faces": "all", "morph_targets": "true"}),
         "identity mesh with morph targets": (encode(noise_image(), "PNG"), {**boxed, "mesh": "identity",
                                                                             "morph_targets": "true"}),
+        "head": (lambda: photo("JianzhuGuo.jpg"), {"region": "head"}),
+        "head with morph targets": (lambda: photo("JianzhuGuo.jpg"), {"region": "head", "morph_targets": "true"}),
     }[case]
     image = image() if callable(image) else image
     report = validate(reconstruct(client, image, **options))

@@ -44,12 +44,13 @@ def test_neutral_in_neutral_out(head_fit, kit):
 
 
 def test_the_asset_is_light_and_holds_ict_s_bases(kit):
-    """The repository keeps every version of the asset: it holds the bases the fit and the seam read
-    (4.0 MB; 16.1 MB with the whole head's), ICT's own values to float16 precision."""
-    assert HEAD_ASSET_PATH.stat().st_size < 5_000_000
+    """The repository keeps every version of the asset: it holds the bases the fit, the seam and
+    region=head read (7.3 MB; 16.1 MB with the whole head's: teeth, gums and tongue have none, the
+    eyeballs an affine map per component), ICT's own values to float16 precision."""
+    assert HEAD_ASSET_PATH.stat().st_size < 7_500_000
     head = HeadModel.load()
     ids = head.basis_vertices
-    assert 0.2 < len(ids) / len(head.neutral) < 0.4
+    assert 0.5 < len(ids) / len(head.neutral) < 0.6
     assert np.abs(head.identity - kit.identity[:, ids]).max() < 1e-3
     assert np.abs(head.expression - kit.expression[:, ids]).max() < 1e-3
     assert np.array_equal(head.neutral, kit.neutral[:len(head.neutral)])

@@ -129,3 +129,55 @@ def test_eye_texture_centres_the_iris():
     ring = int(64 + 0.7 * IRIS_UV_RADIUS * 128)
     assert texture[64, ring, 2] > texture[64, ring, 0] + 40  # blue iris
     assert texture[64, 100].min() > 150 and texture[64, 100].mean() > texture[64, ring].mean() + 60  # sclera
+
+
+# --- region=head ----------------------------------------------------------------------------------
+
+def test_region_head_neutral_in_neutral_out(meshes, kit):
+    model, ict = meshes
+    head = ict.fit.head
+    a = maps(model)
+    out, _ = ict.positions("full", a, a, ict.fit.fit(a), "head")
+    width = np.ptp(kit.neutral[head.face.ids, 0]) * CM
+    assert np.abs(out - frame(ict, kit.neutral[head.head.ids])).max() < 1e-4 * width
+    # The head holds the face region's vertices and ICT's ears, neck, back of the head and sockets.
+    assert np.isin(head.face.ids, head.head.ids).all()
+    assert len(np.unique(head.head.ids)) > 2 * len(model.region.vertex_ids)
+
+
+def test_region_head_has_no_step_at_the_rim(uv_models, kit):
+    """A residual ICT's model cannot express (waves of ~3.5 mm over the region) is carried out of the
+    region along the mesh: every edge of the head mesh across the region's rim is at most 1.5x the
+    longer of the mesh's median edge and its own length on ICT's neutral head (ICT's own neutral has a
+    1.08 cm edge across the rim, 4x the median)."""
+    model = uv_models[128]
+    fit = HeadFit.build(HeadModel.load(), model.topology.to_npz_dict(), 128, model.frame.center, model.frame.scale)
+    ict = IctMeshes(fit, CM)
+    a = maps(model) + 0.02 * np.sin(np.linspace(0, 6, 128))[None, None, :]
+    out, _ = ict.positions("full", a, a, fit.fit(a), "head")
+    head = fit.head.head
+    edges = np.concatenate([head.triangles[:, [0, 1]], head.triangles[:, [1, 2]], head.triangles[:, [2, 0]]])
+    inside = np.isin(head.ids[edges], fit.region_ids)
+    across = edges[inside[:, 0] != inside[:, 1]]
+    length = np.linalg.norm(out[across[:, 0]] - out[across[:, 1]], axis=1)
+    rest = np.linalg.norm(kit.neutral[head.ids[across[:, 0]]] - kit.neutral[head.ids[across[:, 1]]], axis=1) * CM
+    median = np.median(np.linalg.norm(out[edges[:, 0]] - out[edges[:, 1]], axis=1))
+    assert len(across) > 100
+    assert (length / np.maximum(median, rest)).max() <= 1.5
+    assert (length / rest).max() <= 1.5
+
+
+def test_the_head_texture_has_no_holes_and_skin_beyond_the_face():
+    from service.engine.texture import INTERIOR_COLOUR, head_texture
+
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+    texture = np.zeros((64, 64, 3), np.uint8)
+    texture[16:48, 16:48] = (180, 130, 110)  # the face's skin
+    texture[30:34, 30:34] = (60, 40, 30)  # a brow
+    palette = np.array([[0.02, 0.5], [0.98, 0.5]])
+    out = head_texture(texture, mask, palette)
+    skin = np.array([180, 130, 110])
+    assert np.abs(out[0, 32].astype(int) - skin).max() <= 1 and np.abs(out[63, 63].astype(int) - skin).max() <= 1
+    assert np.abs(out[32, 63].astype(int) - INTERIOR_COLOUR * 255).max() <= 1  # the sockets' texel
+    assert np.array_equal(out[31, 31], texture[31, 31])  # the face where the maps are

@@ -19,7 +19,7 @@ from service import errors
 
 from .asm_decode import FaceGeometry
 from .morph import MorphTargets
-from .texture import bleed
+from .texture import bleed, head_texture
 from .topology import MeshTopology
 
 MESH_KINDS = ("full", "identity", "expression")
@@ -41,21 +41,29 @@ EYE_ROUGHNESS = 0.3
 
 
 def fuse_meshes(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str,
-                morph_targets: bool = False, eye_texture: np.ndarray | None = None) -> list[Mesh]:
-    """The face's meshes: in ICT's topology, the face ``name`` and its eyeballs ``name_eyes`` (textured
-    with ``eye_texture``, (E, E, 3) uint8); for a store without ICT taps, the UV grid mesh alone."""
+                morph_targets: bool = False, eye_texture: np.ndarray | None = None, region: str = "face") -> list[Mesh]:
+    """The face's meshes: in ICT's topology, the face (``region`` "face") or the head around it ("head")
+    as ``name`` and its eyeballs as ``name_eyes`` (textured with ``eye_texture``, (E, E, 3) uint8); for
+    a store without ICT taps, the UV grid mesh alone (``region`` "head" is then a 400)."""
     if topo.ict is None or geo.coefficients is None:
+        if region == "head":
+            raise errors.bad_request("region=head needs ICT-FaceKit's taps (ict_vertex_ids), which this model "
+                                     "store's topology lacks")
         return [fuse_mesh(kind, geo, topo, texture, name, morph_targets)]
-    face, eyes = topo.ict.positions(kind, geo.a_full, geo.a_id, geo.coefficients)
-    sub = topo.ict.fit.head
+    outer, eyes = topo.ict.positions(kind, geo.a_full, geo.a_id, geo.coefficients, region)
+    head = topo.ict.fit.head
+    sub = head.head if region == "head" else head.face
     morph = None
     if morph_targets:
         weights = np.zeros(53) if kind == "identity" else geo.coefficients.expression
-        morph = MorphTargets(topo.ict.face_targets, np.asarray(weights, np.float32))
-    out = [Mesh(vertices=face, triangles=sub.face.triangles, uv=sub.face.uv, texture=bleed(texture, topo.uv_mask),
-                name=name, morph=morph)]
+        morph = MorphTargets(topo.ict.targets(region), np.asarray(weights, np.float32))
+    if region == "head":
+        texture = head_texture(texture, topo.uv_mask, head.head_palette_uv)
+    else:
+        texture = bleed(texture, topo.uv_mask)
+    out = [Mesh(vertices=outer, triangles=sub.triangles, uv=sub.uv, texture=texture, name=name, morph=morph)]
     if eye_texture is not None:
-        out.append(Mesh(vertices=eyes, triangles=sub.eyes.triangles, uv=sub.eyes.uv, texture=eye_texture,
+        out.append(Mesh(vertices=eyes, triangles=head.eyes.triangles, uv=head.eyes.uv, texture=eye_texture,
                         name=f"{name}_eyes", roughness=EYE_ROUGHNESS))
     return out
 

@@ -13,9 +13,10 @@ the sampler's own error cancels: a face that ICT's model can express comes back 
 
 ICT's arrays come from ``service/assets/ict/ict_head.npz`` (written by ``python -m
 training.facemodel.head_asset``, MIT licence beside it), checked against ``HEAD_ASSET_SHA256``. It
-holds ICT's bases only at the face region and the ring of vertices around it (what the fit and the
-seam read) and an affine map per identity component for each eyeball, so the fitted head beyond that
-ring and the eyeballs is not available yet (``HeadFit.model_cm``: NaN).
+holds ICT's bases at the face region, the ring of vertices around it (what the fit and the seam read)
+and the rest of what ``region=head`` outputs (ICT's face part, the back of the head, the mouth and eye
+sockets), and an affine map per identity component for each eyeball; teeth, gums and tongue have none
+(``HeadFit.model_cm``: NaN).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from scipy.spatial import cKDTree
 from .assets import read_verified
 
 HEAD_ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "ict" / "ict_head.npz"
-HEAD_ASSET_SHA256 = "2c759db82acf74bf4e59fe7b4a351cc99d7ef2428cbd015c9adf3e14e6ec45b7"
+HEAD_ASSET_SHA256 = "0b9369800da1ae041bb7d35f32f9abe8fb6ebcec20309b33c84ce9d2007829f4"
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class HeadModel:
     """ICT's head as the asset stores it (N ICT vertices, Nb of them with bases, F triangles)."""
 
     neutral: np.ndarray  # (N, 3) float32 cm
-    basis_vertices: np.ndarray  # (Nb,) sorted ICT ids: the face region and the ring around it
+    basis_vertices: np.ndarray  # (Nb,) sorted ICT ids: the face region, the ring around it, what region=head outputs
     identity: np.ndarray  # (100, Nb, 3) float32 cm deltas at basis_vertices
     expression: np.ndarray  # (53, Nb, 3) float32 cm deltas at basis_vertices
     expression_names: list[str]
@@ -84,6 +85,8 @@ class HeadModel:
     layouts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # S -> pixels (P,), vertices (P, 3), bary (P, 3)
     face: "SubMesh"  # the face region as an output mesh, ICT's triangles and UVs
     eyes: "SubMesh"  # both eyeballs
+    head: "SubMesh"  # region=head: ICT's face part (ears, neck), the back of the head, the mouth and eye sockets
+    head_palette_uv: np.ndarray  # (2, 2) the texels the head's unseen parts read: [skin, interior]
     eyeball_centres: np.ndarray  # (2, 3) cm, the neutral eyeballs' vertex means
     eyeball_identity: np.ndarray  # (2, 100, 4, 3): [x - centre, 1] @ A = identity component's delta at x
 
@@ -108,7 +111,8 @@ def _load_head(path: Path, sha256: str) -> HeadModel:
             expression_names=[str(n) for n in d["expression_names"]], triangles=d["triangles"].astype(np.intp),
             eyeballs=d["eyeballs"],
             layouts={s: (d[f"layout{s}_pixels"], d[f"layout{s}_vertices"], d[f"layout{s}_bary"]) for s in sizes},
-            face=SubMesh.read(d, "face"), eyes=SubMesh.read(d, "eye"),
+            face=SubMesh.read(d, "face"), eyes=SubMesh.read(d, "eye"), head=SubMesh.read(d, "head"),
+            head_palette_uv=d["head_palette_uv"].astype(np.float64),
             eyeball_centres=d["eyeball_centres"].astype(np.float64),
             eyeball_identity=d["eyeball_identity"].astype(np.float64),
         )
@@ -210,8 +214,8 @@ class HeadFit:
 
     def model_cm(self, coefficients: Coefficients, with_expression: bool = True) -> np.ndarray:
         """(N, 3) ICT's head at the coefficients, cm, at the asset's ``basis_vertices`` and the eyeballs
-        (ICT's expressions do not move them); NaN elsewhere (the asset holds no bases there: the
-        service does not output the rest of the head yet)."""
+        (ICT's expressions do not move them); NaN elsewhere (teeth, gums and tongue: the asset holds no
+        bases there, the service does not output them)."""
         ids = self.head.basis_vertices
         identity = np.tensordot(coefficients.identity.astype(np.float32), self.head.identity, axes=1)
         moved = self.head.neutral[ids] + identity

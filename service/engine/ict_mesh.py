@@ -7,6 +7,11 @@ residual where they differ from it (``HeadFit.joined_cm``: zero for a model whos
 model), in the frame of the grid mesh (``fuse``): metres, origin at the canonical centre. The
 eyeballs are ICT's, placed by the identity (``HeadFit.model_cm``) and moved rigidly with the residual
 around them; they close the eye openings that the region leaves.
+
+``region=head`` outputs ICT's head instead of the face region: the same vertices and triangles where
+the region is, and around it ICT's model at the same coefficients, the residual fading out over
+``head.SPREAD_CM`` along the mesh (so no step at the rim), the ears, neck, back of the head and the
+mouth and eye sockets; what the photo cannot show is painted skin colour (``head_texture``).
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ class IctMeshes:
 
     def __post_init__(self):
         head = self.fit.head
-        if not np.isin(head.face.ids, head.basis_vertices).all():
+        if not np.isin(np.r_[head.face.ids, head.head.ids], head.basis_vertices).all():
             raise HeadAssetError("the head asset's face mesh uses ICT vertices it holds no bases for "
                                  "(rewrite it with python -m training.facemodel.head_asset)")
 
-    def positions(self, kind: str, a_full: np.ndarray, a_id: np.ndarray,
-                  coefficients: Coefficients) -> tuple[np.ndarray, np.ndarray]:
-        """The face (Vf, 3) and eyeballs (Ve, 3), float32 metres, for the mesh ``kind``: ``full`` = the maps
+    def positions(self, kind: str, a_full: np.ndarray, a_id: np.ndarray, coefficients: Coefficients,
+                  region: str = "face") -> tuple[np.ndarray, np.ndarray]:
+        """The face (Vf, 3) (or, for ``region`` "head", the head (Vh, 3)) and the eyeballs (Ve, 3), float32
+        metres, for the mesh ``kind``: ``full`` = the maps
         A = A_id + A_exp; ``identity`` = A_id over ICT's identity (weights 0); ``expression`` = the
         identity mesh moved by ICT's expressions at the fitted weights (an ARKit rig at the reported
         weights). ``a_full``, ``a_id``: (3, S, S) canonical maps."""
@@ -50,11 +56,23 @@ class IctMeshes:
         else:
             raise ValueError(f"unknown mesh kind {kind!r}")
         metres = (head - fit.center) * self.metres_per_unit
-        return (metres[fit.head.face.ids].astype(np.float32), metres[fit.head.eyes.ids].astype(np.float32))
+        outer = fit.head.head if region == "head" else fit.head.face
+        return metres[outer.ids].astype(np.float32), metres[fit.head.eyes.ids].astype(np.float32)
 
     @cached_property
     def face_targets(self) -> TargetSet:
         """ICT's 53 expressions at the face mesh's vertices, as glTF morph targets in metres (encoded once)."""
+        return self._targets(self.fit.head.face.ids)
+
+    @cached_property
+    def head_targets(self) -> TargetSet:
+        """The same at the head mesh's vertices (``region=head``)."""
+        return self._targets(self.fit.head.head.ids)
+
+    def targets(self, region: str) -> TargetSet:
+        return self.head_targets if region == "head" else self.face_targets
+
+    def _targets(self, ids: np.ndarray) -> TargetSet:
         head = self.fit.head
-        columns = np.searchsorted(head.basis_vertices, head.face.ids)
+        columns = np.searchsorted(head.basis_vertices, ids)
         return TargetSet.from_deltas(head.expression[:, columns] * self.metres_per_unit, head.expression_names)

@@ -192,7 +192,8 @@ class Engine:
         with timer("fuse"):
             morph = options.morph_targets and options.format is Format.glb
             meshes = [m for i, (g, t, e) in enumerate(zip(geos, textures, eyes))
-                      for m in fuse_meshes(options.mesh.value, g, self.topology, t, f"face_{i}", morph, e)]
+                      for m in fuse_meshes(options.mesh.value, g, self.topology, t, f"face_{i}", morph, e,
+                                           options.region.value)]
         figures = [self.face_figures(f, g, u, d) for f, g, u, d in zip(faces, geos, unwrapped, dlib_landmarks)]
         result = ReconstructResult(model=self.ref, faces=figures, timings_ms=timer.ms)
         with timer("export"):

@@ -158,3 +158,29 @@ def _nearest_inside(size: int, s: int, mask_bytes: bytes) -> tuple[np.ndarray, n
         return grid[0], grid[1]
     rows, cols = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
     return rows, cols
+
+
+INTERIOR_COLOUR = np.array([0.30, 0.12, 0.11])  # the mouth and eye sockets' inside: a dark red
+FADE = 1.0 / 24  # of the texture's side: the rim's colour fades into skin colour over this (about 1 cm)
+
+
+def head_texture(texture: np.ndarray, uv_mask: np.ndarray, palette_uv: np.ndarray) -> np.ndarray:
+    """(T, T, 3) uint8 texture for ``region=head``: the face's ``texture`` (clamped as :func:`bleed`)
+    where the maps are, fading over ``FADE`` into skin colour (the face texels' per-channel median,
+    from the fitted albedo or whichever texture was asked for) everywhere the photo cannot show (ears,
+    neck, the back of the head read tile 0's texels beyond the mask); ``palette_uv`` (2, 2) [skin,
+    interior]: the texels the back of the head and the sockets read, skin and ``INTERIOR_COLOUR``."""
+    size = texture.shape[0]
+    rows, cols = _nearest_inside(size, uv_mask.shape[0], uv_mask.tobytes())
+    clamped = texture[rows, cols].astype(np.float64)
+    inside = (rows == np.arange(size)[:, None]) & (cols == np.arange(size)[None, :])
+    skin = np.median(texture[inside].astype(np.float64), axis=0)
+    distance = ndimage.distance_transform_edt(~inside) / (FADE * size)
+    fade = _smoothstep(np.clip(distance, 0.0, 1.0))[..., None]
+    out = clamped * (1.0 - fade) + skin * fade
+    yy, xx = np.mgrid[0:size, 0:size]
+    radius = max(1.5, size / 64)
+    for (u, v), colour in zip(palette_uv, (skin, INTERIOR_COLOUR * 255.0)):
+        cx, cy = u * size - 0.5, (1.0 - v) * size - 0.5
+        out[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = colour
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

@@ -50,7 +50,7 @@ import numpy as np
 
 from .facekit import FaceKit, facekit_path
 from .region import FaceRegion
-from .uvmap import UVLayout
+from .uvmap import UVLayout, rasterize_uv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "service" / "assets" / "ict"
@@ -61,6 +61,11 @@ HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_s
 # through the plain selection of its region vertices (service.engine.head._seen_operator); adding
 # 256 (the paper configuration) costs 0.5 MB.
 LAYOUT_SIZES = (64, 128)
+# What ``region=head`` outputs besides the face region and the eyeballs: ICT's whole face part (ears,
+# neck), the back of the head, and the mouth and eye sockets that close the openings. Teeth, gums and
+# tongue (7,389 vertices, 2.6 MB more of bases) are left out.
+OUTPUT_HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_socket_right")
+INTERIOR_PARTS = ("mouth_socket", "eye_socket_left", "eye_socket_right")
 
 
 def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
@@ -70,7 +75,9 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
     region = FaceRegion.build(kit)
     # The region's vertices and their neighbours along ICT's edges.
     touches = np.isin(triangles, region.vertex_ids).any(axis=1)
-    basis = np.union1d(region.vertex_ids, triangles[touches].ravel()).astype(np.int32)
+    basis = np.union1d(region.vertex_ids, triangles[touches].ravel())
+    head_ids = np.concatenate([np.arange(*kit.parts[p]) for p in OUTPUT_HEAD_PARTS])
+    basis = np.union1d(basis, head_ids).astype(np.int32)
     out = {
         "neutral": kit.neutral[:n].astype(np.float32),
         "basis_vertices": basis,
@@ -86,6 +93,7 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
     for start, end in eyes:
         in_eyes |= np.all((kit.triangles >= start) & (kit.triangles < end), axis=1)
     out.update(mesh_arrays("eye", kit.triangles[in_eyes], kit.triangles_uv[in_eyes], kit.uv))
+    out.update(head_mesh_arrays(kit))
     centres, maps = zip(*(eyeball_affine(kit, start, end) for start, end in eyes))
     out["eyeball_centres"] = np.stack(centres).astype(np.float32)
     out["eyeball_identity"] = np.stack(maps).astype(np.float32)
@@ -105,6 +113,50 @@ def mesh_arrays(prefix: str, triangles: np.ndarray, triangles_uv: np.ndarray, uv
     pairs, inverse = np.unique(np.stack([triangles.ravel(), triangles_uv.ravel()], 1), axis=0, return_inverse=True)
     return {f"{prefix}_vertices": pairs[:, 0].astype(np.int32), f"{prefix}_uv": uv[pairs[:, 1]].astype(np.float32),
             f"{prefix}_triangles": inverse.reshape(-1, 3).astype(np.int32)}
+
+
+def head_mesh_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
+    """``head_vertices``, ``_uv``, ``_triangles``: the parts of ``OUTPUT_HEAD_PARTS`` as one output mesh
+    textured by the face's S x S layout (ICT's tile 0). Triangles with a corner outside tile 0 (the
+    back of the head, the sockets: ICT's other UDIM tiles, which the photo never shows) take one
+    texture coordinate for all their corners, a texel of tile 0 that no face-part triangle covers:
+    ``head_palette_uv`` (2, 2), [skin, interior], where the service paints skin colour and the
+    mouth's dark interior."""
+    parts = np.zeros(kit.num_vertices, np.int8)  # 0: not output, 1: skin, 2: interior
+    for name in OUTPUT_HEAD_PARTS:
+        parts[slice(*kit.parts[name])] = 2 if name in INTERIOR_PARTS else 1
+    tris, tris_uv = kit.triangles, kit.triangles_uv
+    keep = np.all(parts[tris] > 0, axis=1)
+    tris, tris_uv = tris[keep], tris_uv[keep].copy()
+    corner_uv = kit.uv[tris_uv]
+    in_tile0 = np.all((corner_uv >= 0) & (corner_uv <= 1), axis=(1, 2))
+    tile0_face = in_tile0 & np.all(parts[tris] == 1, axis=1)
+    palette = unused_texels(corner_uv[tile0_face], 2)
+    uv = np.concatenate([kit.uv, palette])
+    interior = np.any(parts[tris] == 2, axis=1)
+    tris_uv[~tile0_face & ~interior] = len(kit.uv)
+    tris_uv[~tile0_face & interior] = len(kit.uv) + 1
+    out = mesh_arrays("head", tris, tris_uv, uv)
+    out["head_palette_uv"] = palette.astype(np.float32)
+    return out
+
+
+def unused_texels(tri_uv: np.ndarray, count: int, size: int = 64) -> np.ndarray:
+    """(count, 2) texture coordinates of pixel centres of a ``size``² map that lie farthest from every
+    triangle of ``tri_uv`` (T, 3, 2), far enough apart that texture filtering keeps them apart."""
+    from scipy import ndimage
+
+    from .uvmap import pixel_to_uv
+
+    covered = rasterize_uv(tri_uv, size)[0] >= 0
+    distance = ndimage.distance_transform_edt(~covered)
+    out = []
+    for _ in range(count):
+        r, c = np.unravel_index(np.argmax(distance), distance.shape)
+        out.append(pixel_to_uv(np.array([c, r], np.float64), size))
+        yy, xx = np.mgrid[0:size, 0:size]
+        distance[(yy - r) ** 2 + (xx - c) ** 2 <= 16] = 0
+    return np.array(out)
 
 
 def eyeball_affine(kit: FaceKit, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
