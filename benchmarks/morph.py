@@ -1,5 +1,6 @@
 """Benchmark the GLB with and without the 53 blendshapes as morph targets (``morph_targets=true``), in
-ICT's topology (what the service outputs) and on the UV grid it output before (the baseline).
+ICT's topology (what the service outputs: ``region=face`` and ``region=head``) and on the UV grid it
+output before (the baseline).
 
 One photo (``eval/photos/JianzhuGuo.jpg``) through a model store's geometry in this process, its
 meshes fused as the service fuses them with a 512^2 texture (``default_texture_size``, the photo
@@ -33,8 +34,8 @@ from training.evaluate.inprocess import InProcessModel  # noqa: E402
 from training.machine import cpu_name  # noqa: E402
 
 DEFAULT_PHOTO = REPO_ROOT.parent / "shared" / "eval" / "photos" / "JianzhuGuo.jpg"
-ROWS = [("grid", "full", False), ("grid", "full", True), ("ICT", "full", False), ("ICT", "full", True),
-        ("ICT", "identity", True)]
+ROWS = [("grid", "full", False), ("grid", "full", True), ("ICT face", "full", False), ("ICT face", "full", True),
+        ("ICT face", "identity", True), ("ICT head", "full", False), ("ICT head", "full", True)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         topology, kind, morph = row
         if topology == "grid":
             return [fuse_mesh(kind, geo, model.topology, texture, "face_0", morph)]
-        return fuse_meshes(kind, geo, model.topology, texture, "face_0", morph, eyes)
+        region = "head" if topology == "ICT head" else "face"
+        return fuse_meshes(kind, geo, model.topology, texture, "face_0", morph, eyes, region)
 
     meshes = {row: fuse(row) for row in ROWS}
     start = time.perf_counter()

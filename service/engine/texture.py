@@ -171,16 +171,30 @@ def head_texture(texture: np.ndarray, uv_mask: np.ndarray, palette_uv: np.ndarra
     neck, the back of the head read tile 0's texels beyond the mask); ``palette_uv`` (2, 2) [skin,
     interior]: the texels the back of the head and the sockets read, skin and ``INTERIOR_COLOUR``."""
     size = texture.shape[0]
-    rows, cols = _nearest_inside(size, uv_mask.shape[0], uv_mask.tobytes())
-    clamped = texture[rows, cols].astype(np.float64)
-    inside = (rows == np.arange(size)[:, None]) & (cols == np.arange(size)[None, :])
+    mask_bytes = uv_mask.tobytes()
+    rows, cols = _nearest_inside(size, uv_mask.shape[0], mask_bytes)
+    palette_bytes = np.asarray(palette_uv, np.float64).tobytes()
+    inside, fade, palette = _head_fade(size, uv_mask.shape[0], mask_bytes, palette_bytes)
     skin = np.median(texture[inside].astype(np.float64), axis=0)
+    out = texture[rows, cols] * (1.0 - fade) + skin * fade
+    out[palette == 1] = skin
+    out[palette == 2] = INTERIOR_COLOUR * 255.0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _head_fade(size: int, s: int, mask_bytes: bytes,
+               palette_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`head_texture` needs of the mask alone, once per texture size: the texels it keeps
+    (T, T) bool, the skin colour's share (T, T, 1), and the palette's texels (T, T) (1 skin, 2 interior)."""
+    rows, cols = _nearest_inside(size, s, mask_bytes)
+    inside = (rows == np.arange(size)[:, None]) & (cols == np.arange(size)[None, :])
     distance = ndimage.distance_transform_edt(~inside) / (FADE * size)
     fade = _smoothstep(np.clip(distance, 0.0, 1.0))[..., None]
-    out = clamped * (1.0 - fade) + skin * fade
+    palette = np.zeros((size, size), np.uint8)
     yy, xx = np.mgrid[0:size, 0:size]
     radius = max(1.5, size / 64)
-    for (u, v), colour in zip(palette_uv, (skin, INTERIOR_COLOUR * 255.0)):
+    for index, (u, v) in enumerate(np.frombuffer(palette_bytes, np.float64).reshape(-1, 2), start=1):
         cx, cy = u * size - 0.5, (1.0 - v) * size - 0.5
-        out[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = colour
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        palette[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = index
+    return inside, fade, palette

@@ -1,6 +1,7 @@
-"""The output mesh's topology by eye: per photo, the UV grid mesh the service used to output and the
-mesh in ICT-FaceKit's topology it outputs now (the face region's own triangles and UVs, the eyeballs
-with the iris colour read off the photo), each front-on and turned 45 degrees.
+"""The output mesh's topology by eye: per photo, the UV grid mesh the service used to output, the
+mesh in ICT-FaceKit's topology it outputs now (``region=face``: the face region's own triangles and
+UVs, the eyeballs with the iris colour read off the photo) and ICT's head around it (``region=head``),
+each front-on and turned 45 degrees.
 
     python -m training.evaluate.topology_sheet --model model_store/facerecon-cpu-small/0.8.0 \\
         --out docs/topology-sheet.png
@@ -26,11 +27,13 @@ from training.render import RenderSettings, TexturesUV, render_mesh
 
 from .inprocess import InProcessModel
 from .rendered import load_photo_folder, write_grid
-from .sheet import BACKGROUND, TEXTURE_SIZE, VIEW_YAWS, canonical_camera
+from .sheet import BACKGROUND, FIELD, TEXTURE_SIZE, VIEW_YAWS, canonical_camera
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PHOTOS = REPO_ROOT.parent / "shared" / "eval" / "photos"
-COLUMNS = ("photo crop", *(f"{name} {yaw:.0f}°" for name in ("UV grid", "ICT topology") for yaw in VIEW_YAWS))
+COLUMNS = ("photo crop", *(f"{name} {yaw:.0f}°" for name in ("UV grid", "region=face", "region=head")
+                           for yaw in VIEW_YAWS))
+HEAD_FIELD = 2.2  # canonical units across a head panel: the head is about 1.8 high
 
 
 def render_meshes(meshes: list[Mesh], metres_per_canonical: float, panel: int, yaw: float) -> np.ndarray:
@@ -67,11 +70,14 @@ def topology_rows(model: InProcessModel, photos_dir: Path, panel: int) -> list[t
         geo = rec.geometry
         texture = compose_texture("albedo", rec.albedo, geo, rec.unwrapped, topo, photo.image, TEXTURE_SIZE)
         grid = [fuse_mesh("full", geo, topo, texture, "face_0")]
-        ict = fuse_meshes("full", geo, topo, texture, "face_0", False,
-                          eye_texture(iris_colour(photo.image, geo.landmarks_photo)))
+        eyes = eye_texture(iris_colour(photo.image, geo.landmarks_photo))
+        ict = fuse_meshes("full", geo, topo, texture, "face_0", False, eyes)
+        head = fuse_meshes("full", geo, topo, texture, "face_0", False, eyes, "head")
         crop = crop_face(photo.image, rec.box, panel, model.settings.crop_scale)
         panels = [(crop.image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)]
         panels += [render_meshes(meshes, scale, panel, yaw) for meshes in (grid, ict) for yaw in VIEW_YAWS]
+        # The head drawn smaller (its panel spans HEAD_FIELD, not FIELD) so that it fits.
+        panels += [render_meshes(head, scale * HEAD_FIELD / FIELD, panel, yaw) for yaw in VIEW_YAWS]
         rows.append((photo.name, panels))
     return rows
 
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--panel", type=int, default=192)
+    parser.add_argument("--panel", type=int, default=160)
     args = parser.parse_args(argv)
     rows = topology_rows(InProcessModel(args.model), args.photos, args.panel)
     write_grid(rows, args.out, COLUMNS)
