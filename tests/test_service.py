@@ -140,6 +140,27 @@ def test_obj_zip_loads_back_with_its_texture(client, photo, topology, tmp_path):
     assert mesh.visual.material.image is not None and mesh.visual.material.image.size == (32, 32)
 
 
+def test_region_head_in_glb_and_obj(client, photo, tmp_path):
+    """region=head: ICT's head (its ears, neck, back of the head and sockets around the face region) in
+    both mesh formats, the eyeballs beside it; an unknown region is a 422 naming the option."""
+    head = HeadModel.load()
+    glb = post(client, photo, format="glb", region="head", texture_size=32)
+    assert glb.status_code == 200, glb.text
+    scene = trimesh.load(io.BytesIO(glb.content), file_type="glb", process=False)
+    mesh = scene.geometry["face_0"]
+    assert len(mesh.vertices) == len(head.head.ids) and len(mesh.faces) == len(head.head.triangles)
+    assert "face_0_eyes" in scene.geometry
+    assert np.isfinite(mesh.vertices).all()  # every vertex has bases: no teeth or gums without them
+    obj = post(client, photo, format="obj", region="head", texture_size=32)
+    assert obj.status_code == 200, obj.text
+    with zipfile.ZipFile(io.BytesIO(obj.content)) as archive:
+        archive.extractall(tmp_path)
+    loaded = trimesh.load(tmp_path / "face_0.obj", process=False)
+    assert len(loaded.faces) == len(head.head.triangles)
+    body = assert_problem(post(client, photo, format="glb", region="shoulders"), 422)
+    assert "region" in json.dumps(body)
+
+
 @pytest.mark.parametrize("mesh_kind", ["identity", "expression"])
 def test_mesh_kinds(client, photo, topology, mesh_kind):
     response = post(client, photo, format="glb", mesh=mesh_kind, texture_size=16)
@@ -419,7 +440,7 @@ def test_openapi_documents_the_routes(client):
     # What the server enforces, stated: settings' limits too.
     reconstruct = paths["/v1/reconstruct"]["post"]
     query = {p["name"]: p["schema"] for p in reconstruct["parameters"]}
-    assert set(query) == {"format", "texture", "faces", "box", "texture_size", "mesh", "morph_targets"}
+    assert set(query) == {"format", "texture", "faces", "box", "texture_size", "mesh", "morph_targets", "region"}
     assert query["texture_size"]["minimum"] == 16 and query["texture_size"]["maximum"] == 2048
     assert "pattern" in query["box"]
     form = schema["components"]["schemas"]["ReconstructForm"]
