@@ -46,10 +46,10 @@ class IctMeshes:
         identity mesh moved by ICT's expressions at the fitted weights (an ARKit rig at the reported
         weights). ``a_full``, ``a_id``: (3, S, S) canonical maps."""
         fit = self.fit
-        identity_cm = fit.model_cm(coefficients, with_expression=False)
         if kind == "full":
             head = fit.joined_cm(a_full, fit.model_cm(coefficients))
         elif kind in ("identity", "expression"):
+            identity_cm = fit.model_cm(coefficients, with_expression=False)
             head = fit.joined_cm(a_id, identity_cm)
             if kind == "expression":
                 head = head + np.nan_to_num(fit.model_cm(coefficients) - identity_cm)
