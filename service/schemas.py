@@ -35,6 +35,11 @@ class MeshKind(str, Enum):
     expression = "expression"
 
 
+class Region(str, Enum):
+    face = "face"
+    head = "head"
+
+
 # One coordinate: a plain decimal of at most 8 integer digits, so that every match is a finite float.
 _COORDINATE = r"[0-9]{1,8}(?:\.[0-9]{1,8})?"
 BOX_PATTERN = rf"^ *{_COORDINATE} *(?:, *{_COORDINATE} *){{3}}$"
@@ -94,7 +99,11 @@ class Options(BaseModel):
     morph_targets: bool = Field(
         False, description="GLB only: the 53 blendshapes as glTF morph targets (ARKit names in "
                            "mesh.extras.targetNames, default weights: the fitted ones, 0 for mesh=identity), so "
-                           "that a glTF tool can animate the face; about 3.4 MB more per face")
+                           "that a glTF tool can animate the face; about 2.3 MB more per face")
+    region: Region = Field(
+        Region.face, description="GLB and OBJ: `face`, ICT-FaceKit's face region and eyeballs; `head`, ICT's "
+                                 "whole head around them (ears, neck, back of the head, mouth and eye sockets) "
+                                 "from the fitted model, skin colour where the photo cannot show it")
 
 
 class BatchOptions(Options):

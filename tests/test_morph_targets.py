@@ -55,7 +55,7 @@ def morphs(glb: bytes) -> list[dict]:
         (primitive,) = mesh["primitives"]
         targets = primitive.get("targets", [])
         out.append({
-            "base": accessor_array(tree, binary, primitive["attributes"]["POSITION"]),
+            "name": mesh.get("name"), "base": accessor_array(tree, binary, primitive["attributes"]["POSITION"]),
             "targets": np.array([accessor_array(tree, binary, t["POSITION"]) for t in targets]),
             "weights": np.array(mesh.get("weights", [])), "names": mesh.get("extras", {}).get("targetNames"),
             "sparse": ["sparse" in tree["accessors"][t["POSITION"]] for t in targets],
@@ -108,10 +108,18 @@ def reconstruct(client, **options) -> bytes:
     return response.content
 
 
+def face_and_eyes(glb: bytes) -> tuple[dict, dict]:
+    """The face's mesh (ICT's topology) and its eyeballs', which no expression moves (ICT's do not)."""
+    by_name = {m["name"]: m for m in morphs(glb)}
+    assert set(by_name) == {"face_0", "face_0_eyes"}
+    return by_name["face_0"], by_name["face_0_eyes"]
+
+
 @pytest.mark.parametrize("mesh", ["full", "identity", "expression"])
 def test_the_service_glb_carries_the_53_blendshapes(client, mesh):
-    (plain,) = morphs(reconstruct(client, format="glb", mesh=mesh))
-    (animated,) = morphs(reconstruct(client, format="glb", mesh=mesh, morph_targets="true"))
+    plain, _ = face_and_eyes(reconstruct(client, format="glb", mesh=mesh))
+    animated, eyes = face_and_eyes(reconstruct(client, format="glb", mesh=mesh, morph_targets="true"))
+    assert eyes["names"] is None and len(eyes["targets"]) == 0
     figures = client.post("/v1/reconstruct", files={"image": ("face", encode(noise_image(), "PNG"))},
                           data={"box": "40,30,160,150", "format": "json"}).json()["faces"][0]["blendshapes"]
     assert len(animated["targets"]) == 53 and animated["names"] == list(figures)
@@ -126,8 +134,36 @@ def test_the_service_glb_carries_the_53_blendshapes(client, mesh):
     assert np.linalg.norm(animated["targets"][jaw], axis=1).max() > 0.005
 
 
+def test_the_targets_are_ict_s_expressions_on_ict_s_topology(client, tiny_topology):
+    """The face mesh is ICT's face region (its own vertices, UV-seam splits included) and each target is
+    ICT's expression delta at those vertices, in metres."""
+    animated, _ = face_and_eyes(reconstruct(client, format="glb", morph_targets="true"))
+    head = tiny_topology.ict.fit.head
+    assert len(animated["base"]) == len(head.face.ids) == 7104
+    columns = np.searchsorted(head.basis_vertices, head.face.ids)
+    expected = head.expression[:, columns] * 0.01
+    expected[np.linalg.norm(expected, axis=2) < ZERO_BELOW_M] = 0
+    np.testing.assert_allclose(animated["targets"], expected, atol=1e-7)
+    assert animated["names"] == head.expression_names
+
+
+def test_region_head_carries_the_targets_on_ict_s_head(client, tiny_topology):
+    """region=head: the 53 targets on ICT's head mesh (face, ears, neck, back of the head, sockets); the
+    expressions move the jaw's skin and the mouth socket beyond the face region too."""
+    plain, _ = face_and_eyes(reconstruct(client, format="glb", region="head"))
+    animated, eyes = face_and_eyes(reconstruct(client, format="glb", region="head", morph_targets="true"))
+    head = tiny_topology.ict.fit.head
+    assert len(animated["base"]) == len(head.head.ids) and len(animated["targets"]) == 53
+    assert animated["names"] == head.expression_names and eyes["names"] is None
+    shown = animated["base"] + np.tensordot(animated["weights"], animated["targets"], axes=1)
+    np.testing.assert_allclose(shown, plain["base"], atol=1e-6)
+    outside = ~np.isin(head.head.ids, head.face.ids)
+    jaw = animated["names"].index("jawOpen")
+    assert np.linalg.norm(animated["targets"][jaw][outside], axis=1).max() > 0.005
+
+
 def test_morph_targets_are_opt_in_and_glb_only(client):
-    assert morphs(reconstruct(client, format="glb"))[0]["names"] is None
+    assert face_and_eyes(reconstruct(client, format="glb"))[0]["names"] is None
     body = json.loads(reconstruct(client, format="json", morph_targets="true"))
     assert body["faces"][0]["blendshapes"]
     response = client.post("/v1/reconstruct", files={"image": ("face", encode(noise_image(), "PNG"))},

@@ -20,6 +20,7 @@ from PIL import Image
 from service.app import create_app
 from service.engine.batching import MicroBatcher
 from service.engine.decode import decode_image
+from service.engine.head import HeadModel
 from service.settings import Settings
 from service_fixtures import (
     PROBLEM, assert_problem, encode, noise_image, photo_bytes, photo_path, post, ready_client, tiny_store,
@@ -106,9 +107,12 @@ def test_glb_loads_back_with_topology_counts_and_texture(client, photo, topology
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "model/gltf-binary"
     scene = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False)
-    (mesh,) = scene.geometry.values()
-    assert len(mesh.vertices) == int(topology["uv_mask"].sum())
-    assert len(mesh.faces) == len(topology["triangles"])
+    # ICT's topology: the face region's own vertices and triangles, and the eyeballs as a second mesh.
+    assert set(scene.geometry) == {"face_0", "face_0_eyes"}
+    mesh, eyes = scene.geometry["face_0"], scene.geometry["face_0_eyes"]
+    head = HeadModel.load()
+    assert len(mesh.vertices) == len(head.face.ids) and len(mesh.faces) == len(head.face.triangles)
+    assert len(eyes.faces) == len(head.eyes.triangles) and eyes.visual.material.roughnessFactor < 1.0
     material = mesh.visual.material
     assert material.baseColorTexture is not None and material.baseColorTexture.size == (64, 64)
     assert material.metallicFactor == 0.0
@@ -118,30 +122,51 @@ def test_glb_loads_back_with_topology_counts_and_texture(client, photo, topology
     length = struct.unpack_from("<I", response.content, 12)[0]
     gltf = json.loads(response.content[20:20 + length])
     assert gltf["asset"]["extras"]["faces"][0]["landmarks68"]
-    assert [image["mimeType"] for image in gltf["images"]] == ["image/jpeg"]  # the fast default
+    assert [image["mimeType"] for image in gltf["images"]] == ["image/jpeg"] * 2  # the fast default, face and eyes
 
 
 def test_obj_zip_loads_back_with_its_texture(client, photo, topology, tmp_path):
     response = post(client, photo, format="obj", texture_size=32)
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
-        assert {"face_0.obj", "face_0.mtl", "result.json"} <= set(archive.namelist())
+        assert {"face_0.obj", "face_0.mtl", "face_0_eyes.obj", "result.json"} <= set(archive.namelist())
         archive.extractall(tmp_path)
+    head = HeadModel.load()
     obj_lines = (tmp_path / "face_0.obj").read_text().splitlines()
-    assert sum(line.startswith("v ") for line in obj_lines) == int(topology["uv_mask"].sum())
+    # ICT's own vertices (split where ICT splits them along UV seams) and triangles.
+    assert sum(line.startswith("v ") for line in obj_lines) == len(head.face.ids)
     mesh = trimesh.load(tmp_path / "face_0.obj", process=False)
-    # trimesh's OBJ reader keeps only the vertices some triangle uses (a few mask pixels have none).
-    assert len(mesh.vertices) == len(np.unique(topology["triangles"]))
-    assert len(mesh.faces) == len(topology["triangles"])
+    assert len(mesh.vertices) == len(head.face.ids) and len(mesh.faces) == len(head.face.triangles)
     assert mesh.visual.material.image is not None and mesh.visual.material.image.size == (32, 32)
+
+
+def test_region_head_in_glb_and_obj(client, photo, tmp_path):
+    """region=head: ICT's head (its ears, neck, back of the head and sockets around the face region) in
+    both mesh formats, the eyeballs beside it; an unknown region is a 422 naming the option."""
+    head = HeadModel.load()
+    glb = post(client, photo, format="glb", region="head", texture_size=32)
+    assert glb.status_code == 200, glb.text
+    scene = trimesh.load(io.BytesIO(glb.content), file_type="glb", process=False)
+    mesh = scene.geometry["face_0"]
+    assert len(mesh.vertices) == len(head.head.ids) and len(mesh.faces) == len(head.head.triangles)
+    assert "face_0_eyes" in scene.geometry
+    assert np.isfinite(mesh.vertices).all()  # every vertex has bases: no teeth or gums without them
+    obj = post(client, photo, format="obj", region="head", texture_size=32)
+    assert obj.status_code == 200, obj.text
+    with zipfile.ZipFile(io.BytesIO(obj.content)) as archive:
+        archive.extractall(tmp_path)
+    loaded = trimesh.load(tmp_path / "face_0.obj", process=False)
+    assert len(loaded.faces) == len(head.head.triangles)
+    body = assert_problem(post(client, photo, format="glb", region="shoulders"), 422)
+    assert "region" in json.dumps(body)
 
 
 @pytest.mark.parametrize("mesh_kind", ["identity", "expression"])
 def test_mesh_kinds(client, photo, topology, mesh_kind):
     response = post(client, photo, format="glb", mesh=mesh_kind, texture_size=16)
     assert response.status_code == 200, response.text
-    (mesh,) = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False).geometry.values()
-    assert len(mesh.vertices) == int(topology["uv_mask"].sum())
+    mesh = trimesh.load(io.BytesIO(response.content), file_type="glb", process=False).geometry["face_0"]
+    assert len(mesh.vertices) == len(HeadModel.load().face.ids)
 
 
 # --- bad input -------------------------------------------------------------------------------------
@@ -415,7 +440,7 @@ def test_openapi_documents_the_routes(client):
     # What the server enforces, stated: settings' limits too.
     reconstruct = paths["/v1/reconstruct"]["post"]
     query = {p["name"]: p["schema"] for p in reconstruct["parameters"]}
-    assert set(query) == {"format", "texture", "faces", "box", "texture_size", "mesh", "morph_targets"}
+    assert set(query) == {"format", "texture", "faces", "box", "texture_size", "mesh", "morph_targets", "region"}
     assert query["texture_size"]["minimum"] == 16 and query["texture_size"]["maximum"] == 2048
     assert "pattern" in query["box"]
     form = schema["components"]["schemas"]["ReconstructForm"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service.engine.eyes import EYE_TEXTURE_SIZE
 from service_fixtures import encode, noise_image, photo_path, tiny_client
 
 GLTF_DIR = Path(__file__).parent / "gltf"
@@ -57,7 +58,8 @@ def photo(name: str) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["caller box", "photo texture", "real photo", "two faces", "identity mesh",
-                                  "morph targets", "two faces with morph targets", "identity mesh with morph targets"])
+                                  "morph targets", "two faces with morph targets", "identity mesh with morph targets",
+                                  "head", "head with morph targets"])
 def test_glb_validates_with_zero_errors(client, validate, case):
     boxed = {"box": "40,30,160,150"}
     image, options = {
@@ -70,6 +72,8 @@ def test_glb_validates_with_zero_errors(client, validate, case):
         "two faces with morph targets": (lambda: photo("trump_hillary.jpg"), {"faces": "all", "morph_targets": "true"}),
         "identity mesh with morph targets": (encode(noise_image(), "PNG"), {**boxed, "mesh": "identity",
                                                                             "morph_targets": "true"}),
+        "head": (lambda: photo("JianzhuGuo.jpg"), {"region": "head"}),
+        "head with morph targets": (lambda: photo("JianzhuGuo.jpg"), {"region": "head", "morph_targets": "true"}),
     }[case]
     image = image() if callable(image) else image
     report = validate(reconstruct(client, image, **options))
@@ -78,6 +82,8 @@ def test_glb_validates_with_zero_errors(client, validate, case):
     assert issues["numErrors"] == issues["numWarnings"] == issues["numHints"] == 0, \
         json.dumps(issues["messages"], indent=1)
     images = [r for r in report["info"]["resources"] if r["pointer"].startswith("/images/")]
-    assert images and all(r["image"]["width"] == 64 for r in images)  # the validator decoded the textures
-    assert report["info"]["drawCallCount"] == (2 if case.startswith("two faces") else 1)
+    # The validator decoded the textures: the face's at texture_size, the eyeballs' at EYE_TEXTURE_SIZE.
+    assert images and sorted({r["image"]["width"] for r in images}) == [64, EYE_TEXTURE_SIZE]
+    # A face is two meshes in ICT's topology: the face and its eyeballs.
+    assert report["info"]["drawCallCount"] == 2 * (2 if case.startswith("two faces") else 1)
     assert report["info"]["hasMorphTargets"] == ("morph targets" in case)

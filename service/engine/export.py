@@ -38,7 +38,7 @@ def export_glb(meshes: list[Mesh], figures: dict[str, Any], image_format: str = 
         texture = Image.fromarray(mesh.texture)
         texture.format = "JPEG" if image_format == "jpeg" else None
         material = PBRMaterial(name=f"{mesh.name}_material", baseColorTexture=texture,
-                               metallicFactor=0.0, roughnessFactor=1.0, doubleSided=False)
+                               metallicFactor=0.0, roughnessFactor=mesh.roughness, doubleSided=False)
         base = None if mesh.morph is None else mesh.morph.base(mesh.vertices)
         scene.add_geometry(_trimesh(mesh, material, base), geom_name=mesh.name, node_name=mesh.name)
 

@@ -1,8 +1,12 @@
-"""Stage ``fuse``: the chosen ASM -> a mesh in metres (glTF conventions: Y up, metres, centred).
+"""Stage ``fuse``: the chosen ASM -> meshes in metres (glTF conventions: Y up, metres, centred).
 
 The canonical frame is already x right, y up, z towards the viewer and centred on the neutral face
 region, so the vertices only need the manifest's scale; every mesh kind shares the same origin,
 which keeps an identity mesh and its expression aligned when overlaid.
+
+A store with ICT taps (every store since 0.7.0) gets ICT-FaceKit's topology (``ict_mesh``): the face
+region's own triangles and UVs, and the eyeballs as a second mesh; a store without gets the UV grid
+(the S x S layout's valid pixels as vertices).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from service import errors
 
 from .asm_decode import FaceGeometry
 from .morph import MorphTargets
+from .texture import bleed, head_texture
 from .topology import MeshTopology
 
 MESH_KINDS = ("full", "identity", "expression")
@@ -29,6 +34,38 @@ class Mesh:
     name: str
     # The blendshapes as morph targets (GLB only); ``vertices`` is the mesh shown at their default weights.
     morph: MorphTargets | None = None
+    roughness: float = 1.0  # the glTF material's: skin is matte; an eyeball's wet surface is not
+
+
+EYE_ROUGHNESS = 0.3
+
+
+def fuse_meshes(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str,
+                morph_targets: bool = False, eye_texture: np.ndarray | None = None, region: str = "face") -> list[Mesh]:
+    """The face's meshes: in ICT's topology, the face (``region`` "face") or the head around it ("head")
+    as ``name`` and its eyeballs as ``name_eyes`` (textured with ``eye_texture``, (E, E, 3) uint8); for
+    a store without ICT taps, the UV grid mesh alone (``region`` "head" is then a 400)."""
+    if topo.ict is None or geo.coefficients is None:
+        if region == "head":
+            raise errors.bad_request("region=head needs ICT-FaceKit's taps (ict_vertex_ids), which this model "
+                                     "store's topology lacks")
+        return [fuse_mesh(kind, geo, topo, texture, name, morph_targets)]
+    outer, eyes = topo.ict.positions(kind, geo.a_full, geo.a_id, geo.coefficients, region)
+    head = topo.ict.fit.head
+    sub = head.head if region == "head" else head.face
+    morph = None
+    if morph_targets:
+        weights = np.zeros(53) if kind == "identity" else geo.coefficients.expression
+        morph = MorphTargets(topo.ict.targets(region), np.asarray(weights, np.float32))
+    if region == "head":
+        texture = head_texture(texture, topo.uv_mask, head.head_palette_uv)
+    else:
+        texture = bleed(texture, topo.uv_mask)
+    out = [Mesh(vertices=outer, triangles=sub.triangles, uv=sub.uv, texture=texture, name=name, morph=morph)]
+    if eye_texture is not None:
+        out.append(Mesh(vertices=eyes, triangles=head.eyes.triangles, uv=head.eyes.uv, texture=eye_texture,
+                        name=f"{name}_eyes", roughness=EYE_ROUGHNESS))
+    return out
 
 
 def fuse_mesh(kind: str, geo: FaceGeometry, topo: MeshTopology, texture: np.ndarray, name: str,

@@ -13,8 +13,10 @@ the sampler's own error cancels: a face that ICT's model can express comes back 
 
 ICT's arrays come from ``service/assets/ict/ict_head.npz`` (written by ``python -m
 training.facemodel.head_asset``, MIT licence beside it), checked against ``HEAD_ASSET_SHA256``. It
-holds ICT's bases only at the face region and the ring of vertices around it (what the fit and the
-seam read), so the fitted head beyond that ring is not available yet (``HeadFit.model_cm``: NaN).
+holds ICT's bases at the face region, the ring of vertices around it (what the fit and the seam read)
+and the rest of what ``region=head`` outputs (ICT's face part, the back of the head, the mouth and eye
+sockets), and an affine map per identity component for each eyeball; teeth, gums and tongue have none
+(``HeadFit.model_cm``: NaN).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from scipy.spatial import cKDTree
 from .assets import read_verified
 
 HEAD_ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "ict" / "ict_head.npz"
-HEAD_ASSET_SHA256 = "df6d823531435d78ab84db73b37c65e119dc03caf0eb0507b4a99a6b3deba0f9"
+HEAD_ASSET_SHA256 = "0b9369800da1ae041bb7d35f32f9abe8fb6ebcec20309b33c84ce9d2007829f4"
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,19 @@ class HeadModel:
     """ICT's head as the asset stores it (N ICT vertices, Nb of them with bases, F triangles)."""
 
     neutral: np.ndarray  # (N, 3) float32 cm
-    basis_vertices: np.ndarray  # (Nb,) sorted ICT ids: the face region and the ring around it
+    basis_vertices: np.ndarray  # (Nb,) sorted ICT ids: the face region, the ring around it, what region=head outputs
     identity: np.ndarray  # (100, Nb, 3) float32 cm deltas at basis_vertices
     expression: np.ndarray  # (53, Nb, 3) float32 cm deltas at basis_vertices
     expression_names: list[str]
     triangles: np.ndarray  # (F, 3) ICT vertex ids
     eyeballs: np.ndarray  # (2, 2) ICT vertex ranges
     layouts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # S -> pixels (P,), vertices (P, 3), bary (P, 3)
+    face: "SubMesh"  # the face region as an output mesh, ICT's triangles and UVs
+    eyes: "SubMesh"  # both eyeballs
+    head: "SubMesh"  # region=head: ICT's face part (ears, neck), the back of the head, the mouth and eye sockets
+    head_palette_uv: np.ndarray  # (2, 2) the texels the head's unseen parts read: [skin, interior]
+    eyeball_centres: np.ndarray  # (2, 3) cm, the neutral eyeballs' vertex means
+    eyeball_identity: np.ndarray  # (2, 100, 4, 3): [x - centre, 1] @ A = identity component's delta at x
 
     @classmethod
     def load(cls, path: Path = HEAD_ASSET_PATH, sha256: str = HEAD_ASSET_SHA256) -> "HeadModel":
@@ -103,7 +111,25 @@ def _load_head(path: Path, sha256: str) -> HeadModel:
             expression_names=[str(n) for n in d["expression_names"]], triangles=d["triangles"].astype(np.intp),
             eyeballs=d["eyeballs"],
             layouts={s: (d[f"layout{s}_pixels"], d[f"layout{s}_vertices"], d[f"layout{s}_bary"]) for s in sizes},
+            face=SubMesh.read(d, "face"), eyes=SubMesh.read(d, "eye"), head=SubMesh.read(d, "head"),
+            head_palette_uv=d["head_palette_uv"].astype(np.float64),
+            eyeball_centres=d["eyeball_centres"].astype(np.float64),
+            eyeball_identity=d["eyeball_identity"].astype(np.float64),
         )
+
+
+@dataclass(frozen=True, eq=False)
+class SubMesh:
+    """Part of ICT's mesh as a mesh to output: one vertex per (ICT vertex, texture coordinate) pair."""
+
+    ids: np.ndarray  # (V,) ICT vertex ids
+    uv: np.ndarray  # (V, 2) float32 texture coordinates, v up
+    triangles: np.ndarray  # (F, 3) int32 indices into ids, counter-clockwise seen from outside
+
+    @classmethod
+    def read(cls, arrays, prefix: str) -> "SubMesh":
+        return cls(arrays[f"{prefix}_vertices"].astype(np.intp), arrays[f"{prefix}_uv"].astype(np.float32),
+                   arrays[f"{prefix}_triangles"].astype(np.int32))
 
 
 def unshuffled_half(planes: np.ndarray) -> np.ndarray:
@@ -187,8 +213,9 @@ class HeadFit:
         return Coefficients(identity=self.identity_solve @ np.r_[rhs, weights], expression=weights)
 
     def model_cm(self, coefficients: Coefficients, with_expression: bool = True) -> np.ndarray:
-        """(N, 3) ICT's head at the coefficients, cm, at the asset's ``basis_vertices``; NaN elsewhere
-        (the asset holds no bases there: the service does not output the rest of the head yet)."""
+        """(N, 3) ICT's head at the coefficients, cm, at the asset's ``basis_vertices`` and the eyeballs
+        (ICT's expressions do not move them); NaN elsewhere (teeth, gums and tongue: the asset holds no
+        bases there, the service does not output them)."""
         ids = self.head.basis_vertices
         identity = np.tensordot(coefficients.identity.astype(np.float32), self.head.identity, axes=1)
         moved = self.head.neutral[ids] + identity
@@ -196,6 +223,11 @@ class HeadFit:
             moved = moved + np.tensordot(coefficients.expression.astype(np.float32), self.head.expression, axes=1)
         out = np.full(self.head.neutral.shape, np.nan)
         out[ids] = moved
+        head = self.head
+        for (start, end), centre, maps in zip(head.eyeballs, head.eyeball_centres, head.eyeball_identity):
+            x = self.head.neutral[start:end].astype(np.float64)
+            affine = np.tensordot(coefficients.identity.astype(np.float64), maps, axes=1)  # (4, 3)
+            out[start:end] = x + np.c_[x - centre, np.ones(len(x))] @ affine
         return out
 
     def joined_cm(self, a: np.ndarray, model_cm: np.ndarray) -> np.ndarray:

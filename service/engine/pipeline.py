@@ -26,7 +26,8 @@ from .batching import MicroBatcher
 from .decode import decode_image
 from .detect import Face, LandmarkPredictor, dlib_model_path, make_detector
 from .export import MEDIA_TYPES, export_glb, export_json, export_obj_zip
-from .fuse import fuse_mesh
+from .eyes import eye_texture, iris_colour
+from .fuse import fuse_meshes
 from .mirror import require_mirror_ready, run_geometry
 from .recrop import recrop
 from .runtime import GEOMETRY_OUTPUTS, Model
@@ -81,6 +82,8 @@ class Engine:
         # The morph targets are the model's: encoded here (~0.3 s) rather than in the first request that asks.
         if self.topology.morph_targets is not None:
             self.topology.morph_targets.encoded
+        if self.topology.ict is not None:
+            self.topology.ict.face_targets.encoded
         # A missing or altered detector model stops start-up here (readiness reports it).
         self.detector = make_detector(settings.detector, settings.detect_score_threshold, settings.min_face_px,
                                       settings.detect_max_side, settings.detect_upsample, settings.yunet_path)
@@ -183,10 +186,14 @@ class Engine:
         with timer("compose"):
             textures = [compose_texture(options.texture.value, albedo[i], g, u, self.topology, photo, texture_size)
                         for i, (g, u) in enumerate(zip(geos, unwrapped))]
+            # The eyeballs of ICT's topology: their iris colour read off the photo at the eye landmarks.
+            eyes = [eye_texture(iris_colour(photo, g.landmarks_photo)) if self.topology.ict is not None else None
+                    for g in geos]
         with timer("fuse"):
             morph = options.morph_targets and options.format is Format.glb
-            meshes = [fuse_mesh(options.mesh.value, g, self.topology, t, f"face_{i}", morph)
-                      for i, (g, t) in enumerate(zip(geos, textures))]
+            meshes = [m for i, (g, t, e) in enumerate(zip(geos, textures, eyes))
+                      for m in fuse_meshes(options.mesh.value, g, self.topology, t, f"face_{i}", morph, e,
+                                           options.region.value)]
         figures = [self.face_figures(f, g, u, d) for f, g, u, d in zip(faces, geos, unwrapped, dlib_landmarks)]
         result = ReconstructResult(model=self.ref, faces=figures, timings_ms=timer.ms)
         with timer("export"):

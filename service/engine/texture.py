@@ -7,10 +7,12 @@ the photo itself unwrapped into UV at the output resolution, with unseen texels 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from .asm_decode import FaceGeometry
 from .topology import MeshTopology
@@ -127,3 +129,72 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     if image.shape[0] == size:
         return image.astype(np.float64)
     return cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float64)
+
+
+def bleed(texture: np.ndarray, uv_mask: np.ndarray) -> np.ndarray:
+    """(T, T, 3) texture in the layout, each texel whose bilinear taps of the S x S maps leave
+    ``uv_mask`` (S, S) less its outermost pixels set to the nearest texel whose taps do not. ICT's rim
+    vertices have UVs up to a map pixel beyond the mask's outermost pixel centres (the grid mesh's
+    vertices sit on them), where the maps hold nothing the network was trained to predict; this is the
+    texture's clamp-to-edge."""
+    rows, cols = _nearest_inside(texture.shape[0], uv_mask.shape[0], uv_mask.tobytes())
+    return texture[rows, cols]
+
+
+@functools.lru_cache(maxsize=8)
+def _nearest_inside(size: int, s: int, mask_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+    # The mask's outermost pixels count as outside: a network's maps are least trained there (0.8.0's
+    # albedo has dark and coloured specks along them), and ICT's rim would show them as a fringe.
+    mask = ndimage.binary_erosion(np.frombuffer(mask_bytes, bool).reshape(s, s), border_value=0)
+    x = (np.arange(size) + 0.5) * s / size - 0.5
+    lo = np.clip(np.floor(x).astype(np.intp), 0, s - 1)
+    hi = np.clip(lo + 1, 0, s - 1)
+    inside = np.ones((size, size), bool)
+    for r in (lo, hi):
+        for c in (lo, hi):
+            inside &= mask[np.ix_(r, c)]
+    if not inside.any():
+        grid = np.mgrid[0:size, 0:size]
+        return grid[0], grid[1]
+    rows, cols = ndimage.distance_transform_edt(~inside, return_distances=False, return_indices=True)
+    return rows, cols
+
+
+INTERIOR_COLOUR = np.array([0.30, 0.12, 0.11])  # the mouth and eye sockets' inside: a dark red
+FADE = 1.0 / 24  # of the texture's side: the rim's colour fades into skin colour over this (about 1 cm)
+
+
+def head_texture(texture: np.ndarray, uv_mask: np.ndarray, palette_uv: np.ndarray) -> np.ndarray:
+    """(T, T, 3) uint8 texture for ``region=head``: the face's ``texture`` (clamped as :func:`bleed`)
+    where the maps are, fading over ``FADE`` into skin colour (the face texels' per-channel median,
+    from the fitted albedo or whichever texture was asked for) everywhere the photo cannot show (ears,
+    neck, the back of the head read tile 0's texels beyond the mask); ``palette_uv`` (2, 2) [skin,
+    interior]: the texels the back of the head and the sockets read, skin and ``INTERIOR_COLOUR``."""
+    size = texture.shape[0]
+    mask_bytes = uv_mask.tobytes()
+    rows, cols = _nearest_inside(size, uv_mask.shape[0], mask_bytes)
+    palette_bytes = np.asarray(palette_uv, np.float64).tobytes()
+    inside, fade, palette = _head_fade(size, uv_mask.shape[0], mask_bytes, palette_bytes)
+    skin = np.median(texture[inside].astype(np.float64), axis=0)
+    out = texture[rows, cols] * (1.0 - fade) + skin * fade
+    out[palette == 1] = skin
+    out[palette == 2] = INTERIOR_COLOUR * 255.0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=8)
+def _head_fade(size: int, s: int, mask_bytes: bytes,
+               palette_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`head_texture` needs of the mask alone, once per texture size: the texels it keeps
+    (T, T) bool, the skin colour's share (T, T, 1), and the palette's texels (T, T) (1 skin, 2 interior)."""
+    rows, cols = _nearest_inside(size, s, mask_bytes)
+    inside = (rows == np.arange(size)[:, None]) & (cols == np.arange(size)[None, :])
+    distance = ndimage.distance_transform_edt(~inside) / (FADE * size)
+    fade = _smoothstep(np.clip(distance, 0.0, 1.0))[..., None]
+    palette = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    radius = max(1.5, size / 64)
+    for index, (u, v) in enumerate(np.frombuffer(palette_bytes, np.float64).reshape(-1, 2), start=1):
+        cx, cy = u * size - 0.5, (1.0 - v) * size - 0.5
+        palette[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = index
+    return inside, fade, palette

@@ -11,6 +11,7 @@ import numpy as np
 from service.model_store import ModelStore
 
 from .head import HEAD_ASSET_PATH, HeadFit, HeadModel
+from .ict_mesh import IctMeshes
 from .morph import TargetSet
 
 N_BLENDSHAPES = 53
@@ -51,6 +52,11 @@ class MeshTopology:
     @property
     def vertices(self) -> int:
         return len(self.rows)
+
+    @cached_property
+    def ict(self) -> IctMeshes | None:
+        """The output meshes in ICT's topology; None for a store without ICT taps (it outputs the UV grid)."""
+        return None if self.head is None else IctMeshes(self.head, self.metres_per_unit)
 
     @cached_property
     def morph_targets(self) -> TargetSet | None:

@@ -25,6 +25,17 @@ Arrays (N = ICT vertices of the head parts, Nb = vertices with bases, F = triang
     layout<S>_pixels (P,) int32 flat pixel index, layout<S>_vertices (P, 3) int32 ICT ids and
         layout<S>_bary (P, 3) float32, for S in ``LAYOUT_SIZES``: how the S x S maps sample ICT's mesh,
         so the service can compare a fitted ICT face with the predicted maps through the same sampler.
+    face_vertices (Vf,) int32 ICT ids, face_uv (Vf, 2) float32, face_triangles (Tf, 3) int32 indices
+        into face_vertices: the output mesh of the face region, ICT's own triangles and UVs (a vertex
+        that ICT splits along a UV seam is one output vertex per texture coordinate, as in any glTF).
+        The region's UVs are tile 0 of ICT's layout, the very coordinates of the S x S maps' pixels.
+    eye_vertices (Ve,) int32, eye_uv (Ve, 2) float32, eye_triangles (Te, 3) int32: the two eyeballs
+        the same way (their UVs: a unit square per eyeball, the iris at its centre).
+    eyeball_identity (2, 100, 4, 3) float32: per eyeball and identity component, the affine map
+        ``[x - centre, 1] @ A`` that gives the component's delta at an eyeball vertex (``eyeball_centres``
+        (2, 3) float32, the neutral eyeballs' vertex means). ICT moves an eyeball almost rigidly, so 2.4k
+        numbers stand for its 0.9M: 0.2 mm largest error at unit-variance coefficients, where the
+        eyeball moves by up to 7 mm (``eyeball_affine``).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ import numpy as np
 
 from .facekit import FaceKit, facekit_path
 from .region import FaceRegion
-from .uvmap import UVLayout
+from .uvmap import UVLayout, rasterize_uv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "service" / "assets" / "ict"
@@ -50,6 +61,11 @@ HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_s
 # through the plain selection of its region vertices (service.engine.head._seen_operator); adding
 # 256 (the paper configuration) costs 0.5 MB.
 LAYOUT_SIZES = (64, 128)
+# What ``region=head`` outputs besides the face region and the eyeballs: ICT's whole face part (ears,
+# neck), the back of the head, and the mouth and eye sockets that close the openings. Teeth, gums and
+# tongue (7,389 vertices, 2.6 MB more of bases) are left out.
+OUTPUT_HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_socket_right")
+INTERIOR_PARTS = ("mouth_socket", "eye_socket_left", "eye_socket_right")
 
 
 def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
@@ -59,7 +75,9 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
     region = FaceRegion.build(kit)
     # The region's vertices and their neighbours along ICT's edges.
     touches = np.isin(triangles, region.vertex_ids).any(axis=1)
-    basis = np.union1d(region.vertex_ids, triangles[touches].ravel()).astype(np.int32)
+    basis = np.union1d(region.vertex_ids, triangles[touches].ravel())
+    head_ids = np.concatenate([np.arange(*kit.parts[p]) for p in OUTPUT_HEAD_PARTS])
+    basis = np.union1d(basis, head_ids).astype(np.int32)
     out = {
         "neutral": kit.neutral[:n].astype(np.float32),
         "basis_vertices": basis,
@@ -69,6 +87,16 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
         "triangles": triangles,
         "eyeballs": np.array([kit.parts["eyeball_left"], kit.parts["eyeball_right"]], np.int32),
     }
+    out.update(mesh_arrays("face", region.triangles, region.triangles_uv, kit.uv))
+    eyes = [kit.parts["eyeball_left"], kit.parts["eyeball_right"]]
+    in_eyes = np.zeros(len(kit.triangles), bool)
+    for start, end in eyes:
+        in_eyes |= np.all((kit.triangles >= start) & (kit.triangles < end), axis=1)
+    out.update(mesh_arrays("eye", kit.triangles[in_eyes], kit.triangles_uv[in_eyes], kit.uv))
+    out.update(head_mesh_arrays(kit))
+    centres, maps = zip(*(eyeball_affine(kit, start, end) for start, end in eyes))
+    out["eyeball_centres"] = np.stack(centres).astype(np.float32)
+    out["eyeball_identity"] = np.stack(maps).astype(np.float32)
     for size in LAYOUT_SIZES:
         layout = UVLayout.build(region.triangles, region.tri_uv, size)
         # The layout's triangles are the region's, so the fit never reads a vertex without bases.
@@ -77,6 +105,69 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
         out[f"layout{size}_vertices"] = layout.pixel_vertices.astype(np.int32)
         out[f"layout{size}_bary"] = layout.pixel_bary.astype(np.float32)
     return out
+
+
+def mesh_arrays(prefix: str, triangles: np.ndarray, triangles_uv: np.ndarray, uv: np.ndarray) -> dict[str, np.ndarray]:
+    """An ICT sub-mesh as an output mesh: one vertex per (ICT vertex, texture coordinate) pair its
+    triangles use, in ICT's vertex order; ``<prefix>_vertices``, ``_uv`` and ``_triangles``."""
+    pairs, inverse = np.unique(np.stack([triangles.ravel(), triangles_uv.ravel()], 1), axis=0, return_inverse=True)
+    return {f"{prefix}_vertices": pairs[:, 0].astype(np.int32), f"{prefix}_uv": uv[pairs[:, 1]].astype(np.float32),
+            f"{prefix}_triangles": inverse.reshape(-1, 3).astype(np.int32)}
+
+
+def head_mesh_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
+    """``head_vertices``, ``_uv``, ``_triangles``: the parts of ``OUTPUT_HEAD_PARTS`` as one output mesh
+    textured by the face's S x S layout (ICT's tile 0). Triangles with a corner outside tile 0 (the
+    back of the head, the sockets: ICT's other UDIM tiles, which the photo never shows) take one
+    texture coordinate for all their corners, a texel of tile 0 that no face-part triangle covers:
+    ``head_palette_uv`` (2, 2), [skin, interior], where the service paints skin colour and the
+    mouth's dark interior."""
+    parts = np.zeros(kit.num_vertices, np.int8)  # 0: not output, 1: skin, 2: interior
+    for name in OUTPUT_HEAD_PARTS:
+        parts[slice(*kit.parts[name])] = 2 if name in INTERIOR_PARTS else 1
+    tris, tris_uv = kit.triangles, kit.triangles_uv
+    keep = np.all(parts[tris] > 0, axis=1)
+    tris, tris_uv = tris[keep], tris_uv[keep].copy()
+    corner_uv = kit.uv[tris_uv]
+    in_tile0 = np.all((corner_uv >= 0) & (corner_uv <= 1), axis=(1, 2))
+    tile0_face = in_tile0 & np.all(parts[tris] == 1, axis=1)
+    palette = unused_texels(corner_uv[tile0_face], 2)
+    uv = np.concatenate([kit.uv, palette])
+    interior = np.any(parts[tris] == 2, axis=1)
+    tris_uv[~tile0_face & ~interior] = len(kit.uv)
+    tris_uv[~tile0_face & interior] = len(kit.uv) + 1
+    out = mesh_arrays("head", tris, tris_uv, uv)
+    out["head_palette_uv"] = palette.astype(np.float32)
+    return out
+
+
+def unused_texels(tri_uv: np.ndarray, count: int, size: int = 64) -> np.ndarray:
+    """(count, 2) texture coordinates of pixel centres of a ``size``² map that lie farthest from every
+    triangle of ``tri_uv`` (T, 3, 2), far enough apart that texture filtering keeps them apart."""
+    from scipy import ndimage
+
+    from .uvmap import pixel_to_uv
+
+    covered = rasterize_uv(tri_uv, size)[0] >= 0
+    distance = ndimage.distance_transform_edt(~covered)
+    out = []
+    for _ in range(count):
+        r, c = np.unravel_index(np.argmax(distance), distance.shape)
+        out.append(pixel_to_uv(np.array([c, r], np.float64), size))
+        yy, xx = np.mgrid[0:size, 0:size]
+        distance[(yy - r) ** 2 + (xx - c) ** 2 <= 16] = 0
+    return np.array(out)
+
+
+def eyeball_affine(kit: FaceKit, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """The eyeball ``start:end``'s neutral centre (3,) and, per identity component, the least-squares
+    affine map (100, 4, 3) from ``[x - centre, 1]`` to the component's delta at x."""
+    x = kit.neutral[start:end].astype(np.float64)
+    centre = x.mean(0)
+    design = np.c_[x - centre, np.ones(len(x))]
+    deltas = kit.identity[:, start:end].astype(np.float64)  # (100, n, 3)
+    maps = np.linalg.lstsq(design, deltas.transpose(1, 0, 2).reshape(len(x), -1), rcond=None)[0]
+    return centre, maps.reshape(4, -1, 3).transpose(1, 0, 2)
 
 
 def shuffled_half(basis: np.ndarray) -> np.ndarray:

@@ -1,0 +1,78 @@
+"""The output mesh in ICT-FaceKit's topology: the face region's own vertices, triangles and UVs, and the eyeballs.
+
+The S x S maps are a raster of ICT's tile-0 UV layout (pixel (r, c) at u = (c + 0.5) / S, v = 1 - (r
++ 0.5) / S), so a texture in the layout is a texture in ICT's UV space: ICT's texture coordinates
+index it unchanged. Positions are ICT's linear model at the face's coefficients plus the maps'
+residual where they differ from it (``HeadFit.joined_cm``: zero for a model whose maps are ICT's
+model), in the frame of the grid mesh (``fuse``): metres, origin at the canonical centre. The
+eyeballs are ICT's, placed by the identity (``HeadFit.model_cm``) and moved rigidly with the residual
+around them; they close the eye openings that the region leaves.
+
+``region=head`` outputs ICT's head instead of the face region: the same vertices and triangles where
+the region is, and around it ICT's model at the same coefficients, the residual fading out over
+``head.SPREAD_CM`` along the mesh (so no step at the rim), the ears, neck, back of the head and the
+mouth and eye sockets; what the photo cannot show is painted skin colour (``head_texture``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .head import Coefficients, HeadAssetError, HeadFit
+from .morph import TargetSet
+
+
+@dataclass(frozen=True, eq=False)
+class IctMeshes:
+    """The face and eyeball meshes of one model store (Vf face, Ve eyeball output vertices)."""
+
+    fit: HeadFit
+    metres_per_unit: float  # the manifest's: ICT's centimetres (the model's units) -> metres
+
+    def __post_init__(self):
+        head = self.fit.head
+        if not np.isin(np.r_[head.face.ids, head.head.ids], head.basis_vertices).all():
+            raise HeadAssetError("the head asset's face mesh uses ICT vertices it holds no bases for "
+                                 "(rewrite it with python -m training.facemodel.head_asset)")
+
+    def positions(self, kind: str, a_full: np.ndarray, a_id: np.ndarray, coefficients: Coefficients,
+                  region: str = "face") -> tuple[np.ndarray, np.ndarray]:
+        """The face (Vf, 3) (or, for ``region`` "head", the head (Vh, 3)) and the eyeballs (Ve, 3), float32
+        metres, for the mesh ``kind``: ``full`` = the maps
+        A = A_id + A_exp; ``identity`` = A_id over ICT's identity (weights 0); ``expression`` = the
+        identity mesh moved by ICT's expressions at the fitted weights (an ARKit rig at the reported
+        weights). ``a_full``, ``a_id``: (3, S, S) canonical maps."""
+        fit = self.fit
+        if kind == "full":
+            head = fit.joined_cm(a_full, fit.model_cm(coefficients))
+        elif kind in ("identity", "expression"):
+            identity_cm = fit.model_cm(coefficients, with_expression=False)
+            head = fit.joined_cm(a_id, identity_cm)
+            if kind == "expression":
+                head = head + np.nan_to_num(fit.model_cm(coefficients) - identity_cm)
+        else:
+            raise ValueError(f"unknown mesh kind {kind!r}")
+        metres = (head - fit.center) * self.metres_per_unit
+        outer = fit.head.head if region == "head" else fit.head.face
+        return metres[outer.ids].astype(np.float32), metres[fit.head.eyes.ids].astype(np.float32)
+
+    @cached_property
+    def face_targets(self) -> TargetSet:
+        """ICT's 53 expressions at the face mesh's vertices, as glTF morph targets in metres (encoded once)."""
+        return self._targets(self.fit.head.face.ids)
+
+    @cached_property
+    def head_targets(self) -> TargetSet:
+        """The same at the head mesh's vertices (``region=head``)."""
+        return self._targets(self.fit.head.head.ids)
+
+    def targets(self, region: str) -> TargetSet:
+        return self.head_targets if region == "head" else self.face_targets
+
+    def _targets(self, ids: np.ndarray) -> TargetSet:
+        head = self.fit.head
+        columns = np.searchsorted(head.basis_vertices, ids)
+        return TargetSet.from_deltas(head.expression[:, columns] * self.metres_per_unit, head.expression_names)

@@ -1,0 +1,183 @@
+"""The output mesh in ICT's topology (service.engine.ict_mesh): ICT's own vertices, triangles and UVs for
+the face region, and its eyeballs, at the face's coefficients plus the maps' residual."""
+
+import numpy as np
+import pytest
+
+from service.engine.eyes import IRIS_UV_RADIUS, eye_texture, iris_colour
+from service.engine.head import EXACT_MAPS, Coefficients, HeadFit, HeadModel
+from service.engine.ict_mesh import IctMeshes
+from service.engine.morph import ZERO_BELOW_M
+from service.engine.texture import bleed
+from training.facemodel import UVLayout, uv_to_pixel
+
+CM = 0.01
+
+
+@pytest.fixture(scope="module")
+def meshes(uv_models):
+    model = uv_models[128]
+    fit = HeadFit.build(HeadModel.load(), model.topology.to_npz_dict(), 128, model.frame.center, model.frame.scale,
+                        EXACT_MAPS)
+    return model, IctMeshes(fit, CM)
+
+
+def maps(model, id_coeffs=None, exp_weights=None):
+    a = model.identity_map(id_coeffs)
+    if exp_weights is not None:
+        a = a + model.expression_map(exp_weights)
+    return a.transpose(2, 0, 1).astype(np.float64)
+
+
+def frame(meshes, cm: np.ndarray) -> np.ndarray:
+    return (cm - meshes.fit.center) * CM
+
+
+def test_ict_neutral_in_ict_neutral_out(meshes, kit):
+    model, ict = meshes
+    head = ict.fit.head
+    a = maps(model)
+    face, eyes = ict.positions("full", a, a, ict.fit.fit(a))
+    width = np.ptp(kit.neutral[head.face.ids, 0]) * CM
+    assert np.abs(face - frame(ict, kit.neutral[head.face.ids])).max() < 1e-4 * width
+    assert np.abs(eyes - frame(ict, kit.neutral[head.eyes.ids])).max() < 1e-4 * width
+    # ICT's own triangles: the region's, each once, and both eyeballs whole.
+    assert len(head.face.triangles) == len(model.region.triangles)
+    assert np.array_equal(np.unique(head.face.ids), model.region.vertex_ids)
+    assert len(np.unique(head.eyes.ids)) == sum(end - start for start, end in head.eyeballs)
+
+
+def test_a_coefficient_model_comes_back_as_ict_s_mesh(meshes, kit):
+    """Maps that are ICT's model at some coefficients, decoded at those coefficients: ICT's mesh, to the
+    asset's float16 bases (the residual is the maps' difference from the decode: 0 up to rounding)."""
+    model, ict = meshes
+    head = ict.fit.head
+    rng = np.random.default_rng(1)
+    identity = rng.standard_normal(100).astype(np.float32)
+    weights = np.zeros(53, np.float32)
+    weights[rng.choice(53, 5, replace=False)] = rng.uniform(0.3, 1.0, 5)
+    a_id, a = maps(model, identity), maps(model, identity, weights)
+    truth = kit.vertices(identity, weights)
+    coefficients = Coefficients(identity.astype(np.float64), weights.astype(np.float64))
+    width = np.ptp(kit.neutral[head.face.ids, 0]) * CM
+    face, eyes = ict.positions("full", a, a_id, coefficients)
+    assert np.abs(face - frame(ict, truth[head.face.ids])).max() < 1e-4 * width
+    # The eyeballs: ICT's identity through the asset's affine map per component (0.1 mm here).
+    assert np.abs(eyes - frame(ict, truth[head.eyes.ids])).max() < 0.3e-3
+    # identity: the weights at 0; expression: the identity mesh moved by ICT's expressions at the weights.
+    neutral_face, _ = ict.positions("identity", a, a_id, coefficients)
+    assert np.abs(neutral_face - frame(ict, kit.vertices(identity)[head.face.ids])).max() < 1e-4 * width
+    rigged, _ = ict.positions("expression", a, a_id, coefficients)
+    assert np.abs(rigged - face).max() < 1e-4 * width
+    # The morph targets move the identity mesh there too (their deltas under ZERO_BELOW_M are dropped).
+    moved = neutral_face + np.tensordot(weights, ict.face_targets.deltas, axes=1)
+    assert np.abs(moved - face).max() < 3 * ZERO_BELOW_M
+
+
+def test_the_layout_s_texture_maps_onto_ict_s_uvs(meshes, kit):
+    """A texture painted in the S x S layout (here each texel holds its surface point's position) read
+    at an ICT vertex's texture coordinate gives that vertex: the layout is ICT's UV space, v up."""
+    model, ict = meshes
+    head = ict.fit.head
+    size = 512
+    layout = UVLayout.build(model.region.triangles, model.region.tri_uv, size)
+    painted = bleed(layout.to_map(kit.neutral, fill=0.0), layout.mask)
+    xy = uv_to_pixel(head.face.uv, size)
+    cols, rows = np.clip(np.round(xy).astype(int), 0, size - 1).T
+    error = np.linalg.norm(painted[rows, cols] - kit.neutral[head.face.ids], axis=1)
+    # Within a texel's span of the surface (median 0.2 mm; ICT's median edge is 2.7 mm). The largest,
+    # 6.5 mm, are rim and eyelid vertices whose texel lies outside the mask (``bleed``'s nearest texel).
+    assert np.median(error) < 0.05 and np.percentile(error, 99) < 0.25 and error.max() < 1.0
+    # A v flip would put the chin's colour on the forehead.
+    flipped = painted[size - 1 - rows, cols]
+    assert np.median(np.linalg.norm(flipped - kit.neutral[head.face.ids], axis=1)) > 2.0
+
+
+def test_bleed_keeps_the_mask_s_inside_and_clamps_beyond_it():
+    mask = np.zeros((8, 8), bool)
+    mask[1:7, 1:7] = True
+    texture = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    out = bleed(texture, mask)
+    # Texels reading only the mask's inner pixels keep their colour; the rest (the mask's outermost
+    # pixels included: a network's least trained) take the nearest such texel's.
+    assert np.array_equal(out[10:22, 10:22], texture[10:22, 10:22])
+    inner = {tuple(c) for c in texture[10:22, 10:22].reshape(-1, 3)}
+    assert all(tuple(c) in inner for c in out.reshape(-1, 3))
+    assert not np.array_equal(out[4:8, 4:8], texture[4:8, 4:8])
+
+
+def test_iris_colour_is_read_off_the_photo():
+    """Eyes of a known iris colour in a synthetic photo: the rule finds it, not the skin or the sclera."""
+    photo = np.full((200, 200, 3), (200, 160, 140), np.uint8)
+    landmarks = np.zeros((68, 2))
+    iris = np.array([40, 90, 160], np.uint8)  # blue
+    for first, cx in ((36, 70), (42, 130)):
+        angles = np.linspace(np.pi, -np.pi, 6, endpoint=False)
+        landmarks[first:first + 6] = np.c_[cx + 20 * np.cos(angles), 100 + 9 * np.sin(angles)]
+        photo[88:113, cx - 20:cx + 21] = 240  # sclera
+        photo[88:113, cx - 9:cx + 10] = iris
+        photo[99:102, cx - 1:cx + 2] = 5  # pupil
+    colour = iris_colour(photo, landmarks) * 255
+    assert np.abs(colour - iris).max() < 12
+    # Eyes off the photo: the stated default, not an error.
+    assert iris_colour(photo, landmarks + 1000) == pytest.approx([0.36, 0.25, 0.17])
+
+
+def test_eye_texture_centres_the_iris():
+    texture = eye_texture(np.array([0.2, 0.4, 0.7]), 128)
+    assert texture[64, 64].max() < 10  # the pupil at the UV square's centre
+    ring = int(64 + 0.7 * IRIS_UV_RADIUS * 128)
+    assert texture[64, ring, 2] > texture[64, ring, 0] + 40  # blue iris
+    assert texture[64, 100].min() > 150 and texture[64, 100].mean() > texture[64, ring].mean() + 60  # sclera
+
+
+# --- region=head ----------------------------------------------------------------------------------
+
+def test_region_head_neutral_in_neutral_out(meshes, kit):
+    model, ict = meshes
+    head = ict.fit.head
+    a = maps(model)
+    out, _ = ict.positions("full", a, a, ict.fit.fit(a), "head")
+    width = np.ptp(kit.neutral[head.face.ids, 0]) * CM
+    assert np.abs(out - frame(ict, kit.neutral[head.head.ids])).max() < 1e-4 * width
+    # The head holds the face region's vertices and ICT's ears, neck, back of the head and sockets.
+    assert np.isin(head.face.ids, head.head.ids).all()
+    assert len(np.unique(head.head.ids)) > 2 * len(model.region.vertex_ids)
+
+
+def test_region_head_has_no_step_at_the_rim(uv_models, kit):
+    """A residual ICT's model cannot express (waves of ~3.5 mm over the region) is carried out of the
+    region along the mesh: every edge of the head mesh across the region's rim is at most 1.5x the
+    longer of the mesh's median edge and its own length on ICT's neutral head (ICT's own neutral has a
+    1.08 cm edge across the rim, 4x the median)."""
+    model = uv_models[128]
+    fit = HeadFit.build(HeadModel.load(), model.topology.to_npz_dict(), 128, model.frame.center, model.frame.scale)
+    ict = IctMeshes(fit, CM)
+    a = maps(model) + 0.02 * np.sin(np.linspace(0, 6, 128))[None, None, :]
+    out, _ = ict.positions("full", a, a, fit.fit(a), "head")
+    head = fit.head.head
+    edges = np.concatenate([head.triangles[:, [0, 1]], head.triangles[:, [1, 2]], head.triangles[:, [2, 0]]])
+    inside = np.isin(head.ids[edges], fit.region_ids)
+    across = edges[inside[:, 0] != inside[:, 1]]
+    length = np.linalg.norm(out[across[:, 0]] - out[across[:, 1]], axis=1)
+    rest = np.linalg.norm(kit.neutral[head.ids[across[:, 0]]] - kit.neutral[head.ids[across[:, 1]]], axis=1) * CM
+    median = np.median(np.linalg.norm(out[edges[:, 0]] - out[edges[:, 1]], axis=1))
+    assert len(across) > 100
+    assert (length / np.maximum(median, rest)).max() <= 1.5
+    assert (length / rest).max() <= 1.5
+
+
+def test_the_head_texture_has_no_holes_and_skin_beyond_the_face():
+    from service.engine.texture import INTERIOR_COLOUR, head_texture
+
+    mask = np.zeros((16, 16), bool)
+    mask[4:12, 4:12] = True
+    texture = np.zeros((64, 64, 3), np.uint8)
+    texture[16:48, 16:48] = (180, 130, 110)  # the face's skin
+    texture[30:34, 30:34] = (60, 40, 30)  # a brow
+    palette = np.array([[0.02, 0.5], [0.98, 0.5]])
+    out = head_texture(texture, mask, palette)
+    skin = np.array([180, 130, 110])
+    assert np.abs(out[0, 32].astype(int) - skin).max() <= 1 and np.abs(out[63, 63].astype(int) - skin).max() <= 1
+    assert np.abs(out[32, 63].astype(int) - INTERIOR_COLOUR * 255).max() <= 1  # the sockets' texel
+    assert np.array_equal(out[31, 31], texture[31, 31])  # the face where the maps are
