@@ -323,11 +323,12 @@ def appearance_step(net: GeometryStream, teacher: GeometryStream, inputs, dev: t
     synthetic, real_batch = inputs
     images = [to_device(synthetic, dev).image] + ([to_device(real_batch, dev).image] if real_batch is not None else [])
     image = torch.cat(images)
-    with torch.no_grad():
-        want = teacher(image)
+    with torch.no_grad():  # the teacher's p_t and p_l only: its attribute decoders would double the step
+        teacher_latent = teacher.encoder(image)
+        want_t, want_l, _ = (teacher.appearance or teacher.psn)(teacher_latent)
         latent = net.encoder(image)
     p_t, p_l, _ = net.appearance(latent)
-    terms = {"p_t": (p_t - want.p_t).square().mean(), "p_l": (p_l - want.p_l).square().mean()}
+    terms = {"p_t": (p_t - want_t).square().mean(), "p_l": (p_l - want_l).square().mean()}
     terms["total"] = terms["p_t"] + terms["p_l"]
     return terms
 
