@@ -181,3 +181,45 @@ def test_the_head_texture_has_no_holes_and_skin_beyond_the_face():
     assert np.abs(out[0, 32].astype(int) - skin).max() <= 1 and np.abs(out[63, 63].astype(int) - skin).max() <= 1
     assert np.abs(out[32, 63].astype(int) - INTERIOR_COLOUR * 255).max() <= 1  # the sockets' texel
     assert np.array_equal(out[31, 31], texture[31, 31])  # the face where the maps are
+
+
+# --- the decode cut to the output (service.engine.ict_decode) -------------------------------------
+
+def reference_positions(ict, kind, a_full, a_id, coefficients, region):
+    """IctMeshes.positions as it was before ict_decode: ICT's whole head, then the output's vertices."""
+    fit = ict.fit
+    if kind == "full":
+        head = fit.joined_cm(a_full, fit.model_cm(coefficients))
+    else:
+        identity_cm = fit.model_cm(coefficients, with_expression=False)
+        head = fit.joined_cm(a_id, identity_cm)
+        if kind == "expression":
+            head = head + np.nan_to_num(fit.model_cm(coefficients) - identity_cm)
+    metres = (head - fit.center) * ict.metres_per_unit
+    outer = fit.head.head if region == "head" else fit.head.face
+    return metres[outer.ids], metres[fit.head.eyes.ids]
+
+
+@pytest.mark.parametrize("region", ["face", "head"])
+@pytest.mark.parametrize("kind", ["full", "identity", "expression"])
+def test_the_output_s_decode_equals_the_whole_head_s(meshes, region, kind):
+    """Maps ICT's model cannot express (waves of ~3.5 mm, different in A and A_id), so the residual and
+    its spread out of the region and onto the eyeballs matter: the decode cut to the output's vertices
+    gives the whole head's at them, to 1e-6 m."""
+    model, ict = meshes
+    rng = np.random.default_rng(7)
+    weights = np.zeros(53)
+    weights[rng.choice(53, 5, replace=False)] = rng.uniform(0.3, 1.0, 5)
+    wave = np.sin(np.linspace(0, 6, 128))
+    a_id = maps(model, rng.standard_normal(100)) + 0.02 * wave[None, :, None]
+    a = a_id + maps(model, None, weights) - maps(model) + 0.02 * wave[None, None, :]
+    coefficients = ict.fit.fit(a)
+    outer, eyes = ict.positions(kind, a, a_id, coefficients, region)
+    want_outer, want_eyes = reference_positions(ict, kind, a, a_id, coefficients, region)
+    assert outer.dtype == eyes.dtype == np.float32
+    assert np.abs(outer - want_outer).max() < 1e-6 and np.abs(eyes - want_eyes).max() < 1e-6
+    # The residual moved the output and the eyeballs (else the spread went untested).
+    bare = ict.fit.model_cm(coefficients, with_expression=kind != "identity")
+    head = ict.fit.head.head if region == "head" else ict.fit.head.face
+    assert np.abs(want_outer - frame(ict, bare[head.ids])).max() > 1e-3
+    assert np.abs(want_eyes - frame(ict, bare[ict.fit.head.eyes.ids])).max() > 1e-4
