@@ -183,6 +183,31 @@ def test_the_head_texture_has_no_holes_and_skin_beyond_the_face():
     assert np.array_equal(out[31, 31], texture[31, 31])  # the face where the maps are
 
 
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_the_textures_equal_their_texel_by_texel_arithmetic(size):
+    """bleed and head_texture move only what changes and count the median; the result is the plain
+    arithmetic over every texel: the nearest inside texel, (1 - fade) t + fade skin, skin the median."""
+    from service.engine.texture import (INTERIOR_COLOUR, _head_fade, _median_u8, _nearest_inside, bleed,
+                                        head_texture)
+
+    mask = np.zeros((16, 16), bool)
+    mask[3:13, 2:12] = True
+    mask[6:8, 4:7] = False  # a hole: the mouth
+    palette = np.array([[0.02, 0.5], [0.98, 0.5]])
+    texture = np.random.default_rng(size).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    rows, cols = _nearest_inside(size, 16, mask.tobytes())
+    assert np.array_equal(bleed(texture, mask), texture[rows, cols])
+    inside, fade, tiles = _head_fade(size, 16, mask.tobytes(), palette.tobytes())
+    assert 0 < inside.sum() < size * size and ((fade > 0) & (fade < 1)).any() and (fade == 1).any()
+    skin = np.median(texture[inside].astype(np.float64), axis=0)
+    want = texture[rows, cols] * (1.0 - fade) + skin * fade
+    want[tiles == 1] = skin
+    want[tiles == 2] = INTERIOR_COLOUR * 255.0
+    assert np.array_equal(head_texture(texture, mask, palette), np.clip(want + 0.5, 0, 255).astype(np.uint8))
+    # An even count: the mean of the middle two, as np.median.
+    assert np.array_equal(_median_u8(np.array([[9, 0], [1, 255], [200, 3], [2, 4]], np.uint8)), [5.5, 3.5])
+
 # --- the decode cut to the output (service.engine.ict_decode) -------------------------------------
 
 def reference_positions(ict, kind, a_full, a_id, coefficients, region):
