@@ -181,3 +181,70 @@ def test_the_head_texture_has_no_holes_and_skin_beyond_the_face():
     assert np.abs(out[0, 32].astype(int) - skin).max() <= 1 and np.abs(out[63, 63].astype(int) - skin).max() <= 1
     assert np.abs(out[32, 63].astype(int) - INTERIOR_COLOUR * 255).max() <= 1  # the sockets' texel
     assert np.array_equal(out[31, 31], texture[31, 31])  # the face where the maps are
+
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_the_textures_equal_their_texel_by_texel_arithmetic(size):
+    """bleed and head_texture move only what changes and count the median; the result is the plain
+    arithmetic over every texel: the nearest inside texel, (1 - fade) t + fade skin, skin the median."""
+    from service.engine.texture import (INTERIOR_COLOUR, _head_fade, _median_u8, _nearest_inside, bleed,
+                                        head_texture)
+
+    mask = np.zeros((16, 16), bool)
+    mask[3:13, 2:12] = True
+    mask[6:8, 4:7] = False  # a hole: the mouth
+    palette = np.array([[0.02, 0.5], [0.98, 0.5]])
+    texture = np.random.default_rng(size).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    rows, cols = _nearest_inside(size, 16, mask.tobytes())
+    assert np.array_equal(bleed(texture, mask), texture[rows, cols])
+    inside, fade, tiles = _head_fade(size, 16, mask.tobytes(), palette.tobytes())
+    assert 0 < inside.sum() < size * size and ((fade > 0) & (fade < 1)).any() and (fade == 1).any()
+    skin = np.median(texture[inside].astype(np.float64), axis=0)
+    want = texture[rows, cols] * (1.0 - fade) + skin * fade
+    want[tiles == 1] = skin
+    want[tiles == 2] = INTERIOR_COLOUR * 255.0
+    assert np.array_equal(head_texture(texture, mask, palette), np.clip(want + 0.5, 0, 255).astype(np.uint8))
+    # An even count: the mean of the middle two, as np.median.
+    assert np.array_equal(_median_u8(np.array([[9, 0], [1, 255], [200, 3], [2, 4]], np.uint8)), [5.5, 3.5])
+
+# --- the decode cut to the output (service.engine.ict_decode) -------------------------------------
+
+def reference_positions(ict, kind, a_full, a_id, coefficients, region):
+    """IctMeshes.positions as it was before ict_decode: ICT's whole head, then the output's vertices."""
+    fit = ict.fit
+    if kind == "full":
+        head = fit.joined_cm(a_full, fit.model_cm(coefficients))
+    else:
+        identity_cm = fit.model_cm(coefficients, with_expression=False)
+        head = fit.joined_cm(a_id, identity_cm)
+        if kind == "expression":
+            head = head + np.nan_to_num(fit.model_cm(coefficients) - identity_cm)
+    metres = (head - fit.center) * ict.metres_per_unit
+    outer = fit.head.head if region == "head" else fit.head.face
+    return metres[outer.ids], metres[fit.head.eyes.ids]
+
+
+@pytest.mark.parametrize("region", ["face", "head"])
+@pytest.mark.parametrize("kind", ["full", "identity", "expression"])
+def test_the_output_s_decode_equals_the_whole_head_s(meshes, region, kind):
+    """Maps ICT's model cannot express (waves of ~3.5 mm, different in A and A_id), so the residual and
+    its spread out of the region and onto the eyeballs matter: the decode cut to the output's vertices
+    gives the whole head's at them, to 1e-6 m."""
+    model, ict = meshes
+    rng = np.random.default_rng(7)
+    weights = np.zeros(53)
+    weights[rng.choice(53, 5, replace=False)] = rng.uniform(0.3, 1.0, 5)
+    wave = np.sin(np.linspace(0, 6, 128))
+    a_id = maps(model, rng.standard_normal(100)) + 0.02 * wave[None, :, None]
+    a = a_id + maps(model, None, weights) - maps(model) + 0.02 * wave[None, None, :]
+    coefficients = ict.fit.fit(a)
+    outer, eyes = ict.positions(kind, a, a_id, coefficients, region)
+    want_outer, want_eyes = reference_positions(ict, kind, a, a_id, coefficients, region)
+    assert outer.dtype == eyes.dtype == np.float32
+    assert np.abs(outer - want_outer).max() < 1e-6 and np.abs(eyes - want_eyes).max() < 1e-6
+    # The residual moved the output and the eyeballs (else the spread went untested).
+    bare = ict.fit.model_cm(coefficients, with_expression=kind != "identity")
+    head = ict.fit.head.head if region == "head" else ict.fit.head.face
+    assert np.abs(want_outer - frame(ict, bare[head.ids])).max() > 1e-3
+    assert np.abs(want_eyes - frame(ict, bare[ict.fit.head.eyes.ids])).max() > 1e-4

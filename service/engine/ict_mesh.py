@@ -22,7 +22,10 @@ from functools import cached_property
 import numpy as np
 
 from .head import Coefficients, HeadAssetError, HeadFit
+from .ict_decode import RegionDecoder
 from .morph import TargetSet
+
+REGIONS = ("face", "head")
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +40,14 @@ class IctMeshes:
         if not np.isin(np.r_[head.face.ids, head.head.ids], head.basis_vertices).all():
             raise HeadAssetError("the head asset's face mesh uses ICT vertices it holds no bases for "
                                  "(rewrite it with python -m training.facemodel.head_asset)")
+        self.decoders  # cut at load (the service builds IctMeshes at startup), not on the first request
+
+    @cached_property
+    def decoders(self) -> dict[str, RegionDecoder]:
+        """Each region's decode, restricted to the vertices it outputs (``ict_decode``)."""
+        head = self.fit.head
+        return {region: RegionDecoder.build(self.fit, (head.head if region == "head" else head.face).ids,
+                                            head.eyes.ids) for region in REGIONS}
 
     def positions(self, kind: str, a_full: np.ndarray, a_id: np.ndarray, coefficients: Coefficients,
                   region: str = "face") -> tuple[np.ndarray, np.ndarray]:
@@ -45,19 +56,10 @@ class IctMeshes:
         A = A_id + A_exp; ``identity`` = A_id over ICT's identity (weights 0); ``expression`` = the
         identity mesh moved by ICT's expressions at the fitted weights (an ARKit rig at the reported
         weights). ``a_full``, ``a_id``: (3, S, S) canonical maps."""
-        fit = self.fit
-        if kind == "full":
-            head = fit.joined_cm(a_full, fit.model_cm(coefficients))
-        elif kind in ("identity", "expression"):
-            identity_cm = fit.model_cm(coefficients, with_expression=False)
-            head = fit.joined_cm(a_id, identity_cm)
-            if kind == "expression":
-                head = head + np.nan_to_num(fit.model_cm(coefficients) - identity_cm)
-        else:
-            raise ValueError(f"unknown mesh kind {kind!r}")
-        metres = (head - fit.center) * self.metres_per_unit
-        outer = fit.head.head if region == "head" else fit.head.face
-        return metres[outer.ids].astype(np.float32), metres[fit.head.eyes.ids].astype(np.float32)
+        decoder = self.decoders["head" if region == "head" else "face"]
+        outer, eyes = decoder.decode_cm(kind, a_full, a_id, coefficients)
+        center, scale = self.fit.center, self.metres_per_unit
+        return ((outer - center) * scale).astype(np.float32), ((eyes - center) * scale).astype(np.float32)
 
     @cached_property
     def face_targets(self) -> TargetSet:

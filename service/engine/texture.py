@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -137,8 +138,21 @@ def bleed(texture: np.ndarray, uv_mask: np.ndarray) -> np.ndarray:
     vertices have UVs up to a map pixel beyond the mask's outermost pixel centres (the grid mesh's
     vertices sit on them), where the maps hold nothing the network was trained to predict; this is the
     texture's clamp-to-edge."""
-    rows, cols = _nearest_inside(texture.shape[0], uv_mask.shape[0], uv_mask.tobytes())
-    return texture[rows, cols]
+    moved, source = _bleed_moves(texture.shape[0], uv_mask.shape[0], uv_mask.tobytes())
+    flat = texture.reshape(-1, texture.shape[-1])
+    out = flat.copy()
+    # Only the texels outside move (a 2D fancy index of all T^2 texels cost 4-6 ms at 512).
+    out[moved] = np.take(flat, source, axis=0)
+    return out.reshape(texture.shape)
+
+
+@functools.lru_cache(maxsize=8)
+def _bleed_moves(size: int, s: int, mask_bytes: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The flat indices of the texels :func:`bleed` sets and of the texels they take (once per size)."""
+    rows, cols = _nearest_inside(size, s, mask_bytes)
+    source = (rows * size + cols).ravel()
+    moved = np.flatnonzero(source != np.arange(size * size))
+    return moved, source[moved]
 
 
 @functools.lru_cache(maxsize=8)
@@ -170,16 +184,52 @@ def head_texture(texture: np.ndarray, uv_mask: np.ndarray, palette_uv: np.ndarra
     from the fitted albedo or whichever texture was asked for) everywhere the photo cannot show (ears,
     neck, the back of the head read tile 0's texels beyond the mask); ``palette_uv`` (2, 2) [skin,
     interior]: the texels the back of the head and the sockets read, skin and ``INTERIOR_COLOUR``."""
-    size = texture.shape[0]
-    mask_bytes = uv_mask.tobytes()
-    rows, cols = _nearest_inside(size, uv_mask.shape[0], mask_bytes)
-    palette_bytes = np.asarray(palette_uv, np.float64).tobytes()
-    inside, fade, palette = _head_fade(size, uv_mask.shape[0], mask_bytes, palette_bytes)
-    skin = np.median(texture[inside].astype(np.float64), axis=0)
-    out = texture[rows, cols] * (1.0 - fade) + skin * fade
-    out[palette == 1] = skin
-    out[palette == 2] = INTERIOR_COLOUR * 255.0
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    size, channels = texture.shape[0], texture.shape[-1]
+    plan = _head_plan(size, uv_mask.shape[0], uv_mask.tobytes(), np.asarray(palette_uv, np.float64).tobytes())
+    flat = texture.reshape(-1, channels)
+    skin = _median_u8(np.take(flat, plan.inside, axis=0))
+    # Texel by texel the arithmetic of t (1 - fade) + skin fade, clipped and rounded; where fade is 0
+    # that is t and where it is 1 skin, exactly, so only the ramp between is computed in float64.
+    out = np.take(flat, plan.source, axis=0)
+    ramp = out[plan.ramp] * (1.0 - plan.ramp_fade) + skin * plan.ramp_fade
+    out[plan.ramp] = np.clip(ramp + 0.5, 0, 255).astype(np.uint8)
+    out[plan.skin] = np.clip(skin + 0.5, 0, 255).astype(np.uint8)
+    out[plan.interior] = np.clip(INTERIOR_COLOUR * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return out.reshape(texture.shape)
+
+
+def _median_u8(values: np.ndarray) -> np.ndarray:
+    """(C,) float64: ``np.median(values, axis=0)`` of (n, C) uint8 by counting, not sorting (19 ms -> 2 ms
+    for 162k texels): the middle value, or the mean of the middle two for an even n."""
+    n, channels = values.shape
+    counts = np.bincount((values + np.arange(channels, dtype=np.intp) * 256).ravel(), minlength=256 * channels)
+    cumulative = np.cumsum(counts.reshape(channels, 256), axis=1)
+    low = np.array([np.searchsorted(c, (n - 1) // 2, side="right") for c in cumulative], np.float64)
+    high = np.array([np.searchsorted(c, n // 2, side="right") for c in cumulative], np.float64)
+    return (low + high) / 2.0
+
+
+@dataclass(frozen=True)
+class _HeadPlan:
+    """:func:`head_texture`'s flat texel indices, once per texture size and mask."""
+
+    inside: np.ndarray  # the texels the maps cover (the skin colour's median)
+    source: np.ndarray  # (T^2,) the texel each texel starts from (``bleed``'s clamp)
+    ramp: np.ndarray  # the texels fading into skin colour (0 < fade < 1)
+    ramp_fade: np.ndarray  # (R, 1) their fade
+    skin: np.ndarray  # the texels of skin colour alone (fade 1, or the palette's skin texel)
+    interior: np.ndarray  # the palette's sockets texels
+
+
+@functools.lru_cache(maxsize=8)
+def _head_plan(size: int, s: int, mask_bytes: bytes, palette_bytes: bytes) -> _HeadPlan:
+    inside, fade, palette = _head_fade(size, s, mask_bytes, palette_bytes)
+    rows, cols = _nearest_inside(size, s, mask_bytes)
+    fade, palette = fade.reshape(-1), palette.reshape(-1)
+    ramp = np.flatnonzero((fade > 0.0) & (fade < 1.0) & (palette == 0))
+    return _HeadPlan(inside=np.flatnonzero(inside), source=(rows * size + cols).ravel(), ramp=ramp,
+                     ramp_fade=fade[ramp][:, None], skin=np.flatnonzero((fade >= 1.0) | (palette == 1)),
+                     interior=np.flatnonzero(palette == 2))
 
 
 @functools.lru_cache(maxsize=8)
