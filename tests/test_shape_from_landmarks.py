@@ -142,3 +142,33 @@ def test_export_carries_the_coefficients_and_the_service_returns_them(weights_an
     assert response.status_code == 200, response.text
     (face,) = response.json()["faces"]
     np.testing.assert_allclose(list(face["blendshapes"].values()), weights, atol=1e-5)
+
+
+def test_half_weights_reach_the_basis_constants(weights_and_store, tmp_path):
+    """ICT's basis is exported as Constant nodes (non-persistent buffers); storing weights in half
+    precision must reach them, or they would be most of the graph's bytes in float32."""
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+
+    from training.export.half import MIN_ELEMENTS, store_weights_in_half
+
+    _, root, _ = weights_and_store
+    source = root / "tiny-landmarks" / "0.0.1" / "geometry.onnx"
+    half = tmp_path / "geometry.onnx"
+    shutil.copy(source, half)
+
+    def big_float_constants(path):
+        return [n for n in onnx.load(str(path)).graph.node if n.op_type == "Constant" and any(
+            a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT and np.prod(a.t.dims) >= MIN_ELEMENTS
+            for a in n.attribute)]
+
+    assert big_float_constants(source), "the basis is no longer a constant: this test needs another graph"
+    store_weights_in_half(half)
+    assert not big_float_constants(half)
+    assert half.stat().st_size < 0.6 * source.stat().st_size
+    image = {"image": np.random.default_rng(0).random((1, 3, 32, 32), np.float32)}
+    full, halved = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, image) for p in (source, half))
+    for a, b in zip(full, halved):
+        np.testing.assert_allclose(b, a, atol=2e-2 * max(1.0, float(np.abs(a).max())))

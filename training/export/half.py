@@ -21,10 +21,11 @@ MIN_ELEMENTS = 256  # smaller tensors (biases, norms) stay float32: they weigh n
 
 
 def store_weights_in_half(path: Path) -> int:
-    """Rewrite the ONNX file at ``path`` with its float32 initializers of ``MIN_ELEMENTS`` or more
-    elements in float16; returns how many were converted."""
+    """Rewrite the ONNX file at ``path`` with its float32 initializers (and constants) of ``MIN_ELEMENTS``
+    or more elements in float16; returns how many were converted."""
     model = onnx.load(str(path))
     graph = model.graph
+    constants_as_initializers(graph)
     kept, casts = [], []
     for init in graph.initializer:
         array = numpy_helper.to_array(init)
@@ -42,6 +43,21 @@ def store_weights_in_half(path: Path) -> int:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return len(casts)
+
+
+def constants_as_initializers(graph: onnx.GraphProto) -> None:
+    """Large float32 ``Constant`` nodes (the exporter writes a module's non-persistent buffers as these,
+    e.g. ICT's basis in a network with the shape from landmarks) become initializers of the same name,
+    so that the conversion to half precision reaches them too."""
+    nodes = []
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is not None and value.data_type == TensorProto.FLOAT and np.prod(value.dims) >= MIN_ELEMENTS:
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), node.output[0]))
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def float_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
