@@ -1,5 +1,5 @@
-"""The service with a linear-basis model store: blendshape weights are the network's own (bounded)
-coefficients, not a least-squares fit to A_exp."""
+"""The service with a linear-basis model store: blendshape weights are the bounded joint fit's where the
+store has ICT taps, the network's own (bounded) coefficients where it has none."""
 
 from dataclasses import replace
 
@@ -7,9 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from service.app import create_app
-from service.settings import Settings
-from service_fixtures import photo_bytes, ready_client
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +32,29 @@ def weights_and_store(tmp_path_factory, uv_models):
     return weights, root
 
 
-def test_blendshapes_are_the_networks_coefficients(weights_and_store, tmp_path):
+def test_blendshapes_are_fitted_and_the_networks_only_without_ict_taps(weights_and_store):
+    """The service reports the bounded joint fit's weights whenever the store has ICT taps (a network
+    that learns its coefficients through the shape does not learn which blendshapes are meant), and
+    the network's own bounded coefficients only where it has none."""
+    from dataclasses import replace as replaced
+
+    import onnxruntime as ort
+
+    from service.engine.align import Crop
+    from service.engine.asm_decode import decode_asm
+    from service.engine.topology import MeshTopology
+    from service.model_store import load_model_store
+
     weights, root = weights_and_store
-    app = create_app(Settings(model_store=root, default_texture_size=128, job_store=str(tmp_path / "jobs.db")))
-    with ready_client(app) as client:
-        response = client.post("/v1/reconstruct", files={"image": ("face.jpg", photo_bytes(), "image/jpeg")},
-                               data={"format": "json"})
-    assert response.status_code == 200, response.text
-    (face,) = response.json()["faces"]
-    got = np.array(list(face["blendshapes"].values()))  # in the rig's order
-    np.testing.assert_allclose(got, weights, atol=1e-5)
+    store = load_model_store(root / "tiny-linear" / "0.0.1")
+    topo = MeshTopology.from_store(store)
+    assert topo.head is not None
+    session = ort.InferenceSession(str(store.onnx_path("geometry")), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).random((1, 3, 32, 32), np.float32)
+    outputs = {o.name: v[0] for o, v in zip(session.get_outputs(), session.run(None, {"image": image}))}
+    crop = Crop(image=image[0], origin=(0.0, 0.0), step=1.0)
+    fitted = decode_asm(outputs, crop, topo).blendshapes
+    a_full = outputs["a_id"].astype(np.float64) + outputs["a_exp"].astype(np.float64)
+    np.testing.assert_allclose(fitted, topo.head.fit(a_full).expression)
+    own = decode_asm(outputs, crop, replaced(topo, head=None)).blendshapes
+    np.testing.assert_allclose(own, weights, atol=1e-5)
