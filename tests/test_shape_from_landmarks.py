@@ -181,3 +181,23 @@ def test_half_weights_reach_the_basis_constants(weights_and_store, tmp_path):
     full, halved = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, image) for p in (source, half))
     for a, b in zip(full, halved):
         np.testing.assert_allclose(b, a, atol=2e-2 * max(1.0, float(np.abs(a).max())))
+
+
+def test_a_half_precision_landmark_store_reads_back(tmp_path, uv_models):
+    """Stage 3 (or another landmark stage) can start from a shipped store: the importer skips the PSN the
+    graph no longer runs and rounds ICT's basis as the store did."""
+    from test_export import as_if_trained
+
+    from training.export.from_store import checkpoint_from_store
+    from training.export.onnx import export_model_store
+    from training.models import AlbedoModel, TextureStream
+
+    torch.manual_seed(8)
+    cfg = landmark_config()
+    geo = as_if_trained(GeometryStream(cfg.geometry, uv_models[64]))
+    tex = as_if_trained(TextureStream(cfg.texture, AlbedoModel.placeholder(cfg.texture.albedo_dim, cfg.texture.uv_size)))
+    report = export_model_store(geo, tex, cfg, tmp_path, "tiny-landmarks", "0.0.2", face_model=uv_models[64],
+                                half_weights=True)
+    ckpt = checkpoint_from_store(report.folder)  # raises above the import's parity limit
+    assert max(ckpt["import_parity"].values()) <= 1e-4
+    assert ckpt["config"] == cfg.as_dict()

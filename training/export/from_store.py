@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from service.model_store import load_model_store
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 
-from .half import float_initializers
+from .half import HALF_SUFFIX, MIN_ELEMENTS, float_initializers
 from .onnx import GEOMETRY_INPUTS, TEXTURE_INPUTS, _GeometryGraph, _TextureGraph, example_inputs, parity
 
 PARITY_LIMIT = 1e-4
@@ -63,6 +63,20 @@ def _call_order(graph: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[tupl
         for hook in hooks:
             hook.remove()
     return order
+
+
+def _modules_run(graph: nn.Module, inputs: tuple[torch.Tensor, ...]) -> set[str]:
+    """The names (relative to ``graph.net``) of the modules a forward pass calls."""
+    ran, hooks = set(), []
+    for name, module in graph.net.named_modules():
+        hooks.append(module.register_forward_hook(lambda m, i, o, name=name: ran.add(name)))
+    try:
+        with torch.no_grad():
+            graph.eval()(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ran
 
 
 def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], inputs: dict[str, torch.Tensor]) -> float:
@@ -114,7 +128,9 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
             loaded.add(f"{name}.bias")
 
     unnamed = {k: v for k, v in arrays.items() if not k.startswith("net.")}
-    for key in [k for k in state if k not in loaded and not k.endswith("num_batches_tracked")]:
+    ran = _modules_run(graph, tuple(inputs[n] for n in names_in))  # a module the forward pass skips is not in the graph
+    for key in [k for k in state if k not in loaded and not k.endswith("num_batches_tracked")
+                and k.rsplit(".", 1)[0] in ran]:
         matches = [v for v in unnamed.values() if v.size == state[key].numel() and v.size > 1]
         if len(matches) != 1:  # e.g. an untrained network: the exporter merges parameters of equal values
             raise ValueError(f"{path}: no unique initializer for {key} {tuple(state[key].shape)} "
@@ -122,6 +138,14 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
         state[key] = torch.from_numpy(matches[0].copy()).reshape(state[key].shape)
         loaded.add(key)
     net.load_state_dict(state)
+    if any(init.name.endswith(HALF_SUFFIX) for init in model.graph.initializer):
+        # The graph's large constants (non-persistent buffers, e.g. ICT's basis) were stored in half
+        # precision too (training.export.half); round the network's own the same way for the parity check.
+        kept = set(state)
+        with torch.no_grad():
+            for name, buffer in net.named_buffers():
+                if name not in kept and buffer.is_floating_point() and buffer.numel() >= MIN_ELEMENTS:
+                    buffer.copy_(buffer.half().float())
     diff = parity(path, graph, inputs, names_in)
     if diff > PARITY_LIMIT:
         raise ValueError(f"{path}: the imported network differs from the graph by {diff:.2e} (limit {PARITY_LIMIT})")

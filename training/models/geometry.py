@@ -185,9 +185,12 @@ class GeometryStream(nn.Module):
         """image: (B, 3, H, W) RGB in [0, 1]."""
         taps = self.LANDMARK_TAPS if self.landmark_head is not None else 0
         latent, features = self.encoder.latent_and_features(image, taps)
-        p_t, p_l, p_h = self.psn(latent)
-        if self.appearance is not None:
-            p_t, p_l, _ = self.appearance(latent)
+        if self.landmark_head is not None and self.appearance is not None:
+            p_t, p_l, _ = self.appearance(latent)  # the PSN would give nothing used: p_h is the landmarks'
+        else:
+            p_t, p_l, p_h = self.psn(latent)
+            if self.appearance is not None:
+                p_t, p_l, _ = self.appearance(latent)
         if self.landmark_head is not None:
             landmarks = self.landmark_head(features, image.shape[-1])
             id_coeffs, exp_weights, p_h = self.landmarks_to_face(landmarks, image.shape[-1])
