@@ -75,13 +75,15 @@ def base_url(tmp_path_factory, kit):
 
 
 def unnamed_store(root: Path, store: Path) -> Path:
-    """A copy of ``store`` whose topology has no expression names: its GLBs cannot carry named morph
+    """A copy of ``store`` whose topology has no expression names and no ICT taps (so the mesh is the UV
+    grid, not ICT's, whose targets the service's head asset names): its GLBs cannot carry named morph
     targets, so the server refuses ``morph_targets=true`` (400), as for a store without an expression basis."""
     shutil.copytree(store, root, dirs_exist_ok=True)
     (manifest_path,) = root.rglob("manifest.json")
     topology_path = manifest_path.parent / "topology.npz"
     with np.load(topology_path) as topology:
-        arrays = {key: topology[key] for key in topology.files if key != "expression_names"}
+        arrays = {key: topology[key] for key in topology.files
+                  if key != "expression_names" and not key.startswith("ict_")}
     assert len(arrays) < len(topology.files), "the tiny store has no expression names to take away"
     np.savez(topology_path, **arrays)
     manifest = json.loads(manifest_path.read_text())
