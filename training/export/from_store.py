@@ -51,11 +51,10 @@ def freeze_batchnorm(net: nn.Module) -> nn.Module:
 
 
 def _call_order(graph: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[tuple[str, nn.Module]]:
-    """The Conv2d and BatchNorm2d modules of ``graph.net`` (names relative to it) in the order a forward pass runs them."""
+    """Every module of ``graph.net`` (names relative to it) that a forward pass calls, in the order it finishes."""
     order, hooks = [], []
     for name, module in graph.net.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):
-            hooks.append(module.register_forward_hook(lambda m, i, o, name=name: order.append((name, m))))
+        hooks.append(module.register_forward_hook(lambda m, i, o, name=name: order.append((name, m))))
     try:
         with torch.no_grad():
             graph.eval()(*inputs)
@@ -63,20 +62,6 @@ def _call_order(graph: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[tupl
         for hook in hooks:
             hook.remove()
     return order
-
-
-def _modules_run(graph: nn.Module, inputs: tuple[torch.Tensor, ...]) -> set[str]:
-    """The names (relative to ``graph.net``) of the modules a forward pass calls."""
-    ran, hooks = set(), []
-    for name, module in graph.net.named_modules():
-        hooks.append(module.register_forward_hook(lambda m, i, o, name=name: ran.add(name)))
-    try:
-        with torch.no_grad():
-            graph.eval()(*inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return ran
 
 
 def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], inputs: dict[str, torch.Tensor]) -> float:
@@ -100,7 +85,9 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
             state[name[4:]] = torch.from_numpy(value.copy()).reshape(state[name[4:]].shape)
             loaded.add(name[4:])
 
-    order = _call_order(graph, tuple(inputs[n] for n in names_in))
+    # The Conv2d and BatchNorm2d modules in the order they run (a BatchNorm right after its convolution).
+    called = _call_order(graph, tuple(inputs[n] for n in names_in))
+    order = [(name, m) for name, m in called if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
     convs = [(i, name, m) for i, (name, m) in enumerate(order) if isinstance(m, nn.Conv2d)]
     nodes = [node for node in model.graph.node if node.op_type == "Conv"]
     if len(nodes) != len(convs):
@@ -128,7 +115,7 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
             loaded.add(f"{name}.bias")
 
     unnamed = {k: v for k, v in arrays.items() if not k.startswith("net.")}
-    ran = _modules_run(graph, tuple(inputs[n] for n in names_in))  # a module the forward pass skips is not in the graph
+    ran = {name for name, _ in called}  # a module the forward pass skips is not in the graph
     for key in [k for k in state if k not in loaded and not k.endswith("num_batches_tracked")
                 and k.rsplit(".", 1)[0] in ran]:
         matches = [v for v in unnamed.values() if v.size == state[key].numel() and v.size > 1]
