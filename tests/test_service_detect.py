@@ -15,7 +15,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.engine.detect import (ACROSS, YUNET_SHA256, YUNET_TO_LANDMARK_BOX, YUNET_TURN, YuNetDetector,
-                                   detection_scale, unturn, yunet_face, yunet_turn)
+                                   detection_scale, unmirror, unturn, yunet_face, yunet_turn)
 from service.settings import Settings
 from service_fixtures import assert_problem, encode, noise_image, photo_bytes, post, ready_client, tiny_store
 
@@ -120,6 +120,29 @@ def test_unturn_maps_points_and_boxes_back():
     back = unturn(row, cv2.ROTATE_90_CLOCKWISE, 60, 100)[0]
     np.testing.assert_allclose(back[:4], (30, 5, 40, 10))
     np.testing.assert_allclose(back[4:6], (30, 5))
+
+
+def test_unmirror_flips_boxes_and_swaps_left_and_right():
+    """A row found on a 100-px-wide mirrored image: its box and points come back flipped, the eyes and
+    mouth corners swapped so that the first point is again the face's right eye (the image's left)."""
+    row = np.zeros((1, 15))
+    row[0, :4] = 10, 20, 30, 40  # x 10-40 on the mirror
+    row[0, 4:14] = [15, 30, 35, 30, 25, 40, 18, 50, 32, 50]
+    back = unmirror(row, 100)[0]
+    np.testing.assert_allclose(back[:4], (60, 20, 30, 40))  # x 60-90
+    np.testing.assert_allclose(back[4:14], [65, 30, 85, 30, 75, 40, 68, 50, 82, 50])
+    np.testing.assert_allclose(unmirror(unmirror(row, 100), 100), row)
+
+
+def test_the_mirrored_retry_boxes_the_face_where_it_is():
+    """The same photo searched mirrored gives the same face, boxed in the photo's own frame."""
+    photo = np.asarray(Image.open(io.BytesIO(photo_bytes("trump.jpg"))).convert("RGB"))
+    detector = YuNetDetector(YUNET, score_threshold=0.8)
+    factor = detection_scale(*photo.shape[:2], detector.min_face_px, detector.max_side)
+    (upright,), (mirrored,) = detector._run(photo, factor), detector._run(photo, factor, mirrored=True)
+    side = upright[2]  # YuNet is not mirror-symmetric: the two searches differ by a few % of the box
+    np.testing.assert_allclose(mirrored[:4], upright[:4], atol=0.04 * side)
+    np.testing.assert_allclose(mirrored[4:14], upright[4:14], atol=0.08 * side)  # a flip would be ~half a side off
 
 
 def yunet_row(nose_dx: float, lying: bool = False) -> np.ndarray:

@@ -100,8 +100,9 @@ def detection_scale(height: int, width: int, min_face_px: int, max_side: int) ->
 class YuNetDetector:
     """OpenCV's YuNet on a scaled copy (:func:`detection_scale`). When it finds nothing, it looks again:
     on a copy whose short side is ``YUNET_MAX_PX`` if the photo could hold a face too large for the
-    first, then on the copy turned a quarter each way (YuNet misses faces lying on their side). Only
-    photos that would otherwise be refused pay for the retries."""
+    first, then on the copy mirrored (YuNet is not symmetric: a profile it scores 0.36 facing left
+    scores 0.65 facing right), then turned a quarter each way (YuNet misses faces lying on their
+    side). Only photos that would otherwise be refused pay for the retries."""
 
     name = "yunet"
 
@@ -119,12 +120,13 @@ class YuNetDetector:
         """Faces in ``rgb`` (H, W, 3) uint8, largest box first."""
         h, w = rgb.shape[:2]
         factor = detection_scale(h, w, self.min_face_px, self.max_side)
-        attempts = [(factor, None)]
+        attempts = [(factor, None, False)]
         if min(h, w) * factor > YUNET_MAX_PX:
-            attempts.append((YUNET_MAX_PX / min(h, w), None))
-        attempts += [(factor, cv2.ROTATE_90_CLOCKWISE), (factor, cv2.ROTATE_90_COUNTERCLOCKWISE)]
-        for scale, turn in attempts:
-            rows = self._run(rgb, scale, turn)
+            attempts.append((YUNET_MAX_PX / min(h, w), None, False))
+        attempts += [(factor, None, True), (factor, cv2.ROTATE_90_CLOCKWISE, False),
+                     (factor, cv2.ROTATE_90_COUNTERCLOCKWISE, False)]
+        for scale, turn, mirrored in attempts:
+            rows = self._run(rgb, scale, turn, mirrored)
             if len(rows):
                 break
         faces = [yunet_face(row, w, h, ACROSS[turn]) for row in rows]
@@ -133,11 +135,13 @@ class YuNetDetector:
     def smallest_face(self, height: int, width: int) -> float:
         return YUNET_MIN_PX / detection_scale(height, width, self.min_face_px, self.max_side)
 
-    def _run(self, rgb: np.ndarray, factor: float, turn: int | None = None) -> np.ndarray:
-        """YuNet's rows (N, 15) on the copy scaled by ``factor`` and turned by ``turn`` (a cv2.ROTATE_90_*
-        code or None), coordinates back in the input's pixels and orientation."""
+    def _run(self, rgb: np.ndarray, factor: float, turn: int | None = None, mirrored: bool = False) -> np.ndarray:
+        """YuNet's rows (N, 15) on the copy scaled by ``factor``, turned by ``turn`` (a cv2.ROTATE_90_*
+        code or None) or ``mirrored`` left to right, coordinates back in the input's pixels and orientation."""
         small, factor = downscale(rgb, factor)
         bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+        if mirrored:
+            bgr = np.ascontiguousarray(bgr[:, ::-1])
         if turn is not None:
             bgr = cv2.rotate(bgr, turn)
         with self._lock:
@@ -148,6 +152,8 @@ class YuNetDetector:
         rows = rows.astype(np.float64)
         if turn is not None:
             rows = unturn(rows, turn, small.shape[0], small.shape[1])
+        if mirrored:
+            rows = unmirror(rows, small.shape[1])
         rows[:, :14] /= factor
         return rows
 
@@ -165,6 +171,18 @@ def unturn(rows: np.ndarray, turn: int, height: int, width: int) -> np.ndarray:
     bx, by = back(rows[:, 0] + rows[:, 2], rows[:, 1] + rows[:, 3])
     out[:, 0], out[:, 1] = np.minimum(ax, bx), np.minimum(ay, by)
     out[:, 2], out[:, 3] = np.abs(bx - ax), np.abs(by - ay)
+    return out
+
+
+def unmirror(rows: np.ndarray, width: int) -> np.ndarray:
+    """YuNet rows found on a ``width``-wide image mirrored left to right -> the same rows on the image:
+    x flipped, and the five points' left and right swapped back (the mirror's right eye is the face's left)."""
+    out = rows.copy()
+    out[:, 0] = width - rows[:, 0] - rows[:, 2]
+    out[:, 4:14:2] = width - rows[:, 4:14:2]
+    # points: right eye, left eye, nose tip, right mouth corner, left mouth corner
+    for a, b in ((4, 6), (10, 12)):
+        out[:, [a, a + 1, b, b + 1]] = out[:, [b, b + 1, a, a + 1]]
     return out
 
 
