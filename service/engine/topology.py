@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+from scipy import sparse
 
 from service.model_store import ModelStore
 
@@ -59,6 +60,11 @@ class MeshTopology:
         return None if self.head is None else IctMeshes(self.head, self.metres_per_unit)
 
     @cached_property
+    def corner_sum(self) -> sparse.csr_matrix:
+        """(V, F) sparse ones: row v sums the triangles having v as a corner (``unwrap.vertex_normals``)."""
+        return corner_sum(self.triangles, len(self.rows))
+
+    @cached_property
     def morph_targets(self) -> TargetSet | None:
         """The expression basis as glTF morph targets in the output mesh's metres, encoded once."""
         if self.expression_basis is None or self.blendshape_names is None:
@@ -93,3 +99,9 @@ def blendshape_names(store: ModelStore, basis: np.ndarray | None) -> list[str] |
         if names is not None and len(names) == len(basis):
             return [str(n) for n in names]
     return None
+
+
+def corner_sum(triangles: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
+    """(V, F) sparse ones at (v, f) for each corner v of triangle f of ``triangles`` (F, 3)."""
+    faces = np.repeat(np.arange(len(triangles)), 3)
+    return sparse.csr_matrix((np.ones(triangles.size), (triangles.reshape(-1), faces)), shape=(n_vertices, len(triangles)))

@@ -32,7 +32,7 @@ def unwrap(geo: FaceGeometry, topo: MeshTopology) -> Unwrap:
     everywhere = geo.camera.project(geo.a_full.reshape(3, -1).T)  # every UV pixel, masked or not
     uv_grid = (2.0 * everywhere[:, :2] / n - 1.0).reshape(s, s, 2).astype(np.float32)
 
-    normals = geo.camera.view(vertex_normals(geo.vertices_full, topo.triangles))
+    normals = geo.camera.view(vertex_normals(geo.vertices_full, topo.triangles, topo.corner_sum))
     res = max(n, s)
     cells = geo.screen.copy()
     cells[:, :2] *= res / n
@@ -51,13 +51,17 @@ def unwrap(geo: FaceGeometry, topo: MeshTopology) -> Unwrap:
     return Unwrap(uv_grid=uv_grid, visibility=visibility, normals_view=normals)
 
 
-def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-    """(V, 3) area-weighted unit normals; triangles are counter-clockwise seen from outside."""
+def vertex_normals(vertices: np.ndarray, triangles: np.ndarray, corners=None) -> np.ndarray:
+    """(V, 3) area-weighted unit normals; triangles are counter-clockwise seen from outside.
+    ``corners``: ``topology.corner_sum(triangles, V)``, made once per mesh (3x faster than bincounts)."""
     tri = vertices[triangles]
     face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    idx = triangles.reshape(-1)
-    per_corner = np.repeat(face, 3, axis=0)
-    summed = np.stack([np.bincount(idx, per_corner[:, k], minlength=len(vertices)) for k in range(3)], 1)
+    if corners is not None:
+        summed = corners @ face
+    else:
+        per_corner = np.repeat(face, 3, axis=0)
+        idx = triangles.reshape(-1)
+        summed = np.stack([np.bincount(idx, per_corner[:, k], minlength=len(vertices)) for k in range(3)], 1)
     return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
 
 
@@ -70,16 +74,17 @@ def zbuffer(points: np.ndarray, triangles: np.ndarray, res: int) -> np.ndarray:
     """
     buffer = np.full(res * res, np.inf)
     tri = points[triangles]  # (F, 3, 3)
-    lo = np.ceil(tri[:, :, :2].min(1) - 0.5).astype(np.int64)  # first cell whose centre may be inside
-    hi = np.floor(tri[:, :, :2].max(1) - 0.5).astype(np.int64)
+    a, b, c = tri[:, 0, :2], tri[:, 1, :2], tri[:, 2, :2]  # elementwise min/max: numpy reduces a 3-long axis slowly
+    lo = np.ceil(np.minimum(np.minimum(a, b), c) - 0.5).astype(np.int64)  # first cell whose centre may be inside
+    hi = np.floor(np.maximum(np.maximum(a, b), c) - 0.5).astype(np.int64)
     lo, hi = np.maximum(lo, 0), np.minimum(hi, res - 1)
-    span = (hi - lo + 1).max(1)
-    k = 1
+    span = np.maximum(hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]) + 1
+    widest, k = int(span.max(initial=0)), 1
     while True:
         group = np.flatnonzero((span > k // 2) & (span <= k)) if k > 1 else np.flatnonzero(span == 1)
         if len(group):
             _rasterize_group(buffer, tri[group], lo[group], k, res)
-        if k >= span.max(initial=0):
+        if k >= widest:
             break
         k *= 2
     return buffer.reshape(res, res)
