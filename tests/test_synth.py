@@ -105,3 +105,13 @@ def test_photo_backgrounds_and_occluders(uv_models):
     background = ~plain.face_mask[:, None].expand(-1, 3, -1, -1)
     rendered_patch = (cluttered.image[background] * 255).round()
     assert rendered_patch.std() > 5  # photo clutter, not a smooth field
+
+
+@pytest.mark.parametrize("frontal, shares", [(0.5, (2 / 3, 1 / 6, 1 / 6)), (0.0, (1 / 3, 1 / 3, 1 / 3))])
+def test_frontal_fraction_sets_the_yaw_balance(uv_models, frontal, shares):
+    """Of the drawn heads, ``frontal_fraction`` near-frontal and the rest even to the profile: the
+    default's 2/3 below 30°, and with 0 a third per yaw bin (the held-out set's balance)."""
+    gen = SynthFaceGenerator(uv_models[64], SynthSettings(image_size=64, frontal_fraction=frontal))
+    yaw = np.degrees(np.abs(gen._sample_pose(np.random.default_rng(0), 20000)[:, 0].numpy()))
+    got = [np.mean(yaw < 30), np.mean((yaw >= 30) & (yaw < 60)), np.mean(yaw >= 60)]
+    np.testing.assert_allclose(got, shares, atol=0.015)

@@ -65,6 +65,7 @@ class LandmarkStageSettings:
     draw_batch_size: int = 256  # drawn landmark sets per regressor step
     landmark_noise: float = 0.05  # the drawn landmarks' noise, up to this fraction of the box (uniform)
     occluder_fraction: float = 0.25
+    frontal_fraction: float = SynthSettings.frontal_fraction  # of the rendered and drawn training faces
     background_patches: int = 1000
     lr: float = 1e-3
     regressor_lr: float = 1e-3
@@ -186,7 +187,8 @@ def train_landmarks(cfg: NetworkConfig, out: Path, settings: LandmarkStageSettin
     size = cfg.geometry.image_size
     face_model = UVFaceModel.build(cfg.geometry.uv_size)
     backgrounds = photo_patches(photos, settings.background_patches, size, settings.seed) if photos else None
-    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=size, occluder_fraction=settings.occluder_fraction),
+    gen = SynthFaceGenerator(face_model, SynthSettings(image_size=size, occluder_fraction=settings.occluder_fraction,
+                                                    frontal_fraction=settings.frontal_fraction),
                              albedo, cfg.geometry.albedo_dim, backgrounds=backgrounds)
     plain = SynthFaceGenerator(face_model, SynthSettings(image_size=size), albedo, cfg.geometry.albedo_dim)
     real = FittedPhotos(fitted, photos, size) if fitted else None

@@ -69,6 +69,9 @@ class SynthSettings:
     max_yaw_degrees: float = 90.0
     max_pitch_degrees: float = 45.0
     max_roll_degrees: float = 30.0
+    # Of the faces, this share near-frontal (|yaw| < 30 degrees), the rest spread evenly to the profile:
+    # real photos hold few profiles; 0 gives the held-out set's balance (a third per yaw bin).
+    frontal_fraction: float = 0.5
     # Faces are framed as the service frames real ones: a square of ``crop_scale`` x the 68-landmark
     # box's longer side, centred on the box. The jitter stands in for detector boxes, which are
     # neither the landmark box nor centred on it.
@@ -210,8 +213,7 @@ class SynthFaceGenerator:
 
     def _sample_pose(self, rng, b) -> torch.Tensor:
         st = self.settings
-        # Half the faces near-frontal, the rest spread to the profile: real photos hold few profiles.
-        yaw = np.where(rng.random(b) < 0.5, rng.uniform(-30, 30, b), rng.uniform(-st.max_yaw_degrees, st.max_yaw_degrees, b))
+        yaw = np.where(rng.random(b) < st.frontal_fraction, rng.uniform(-30, 30, b), rng.uniform(-st.max_yaw_degrees, st.max_yaw_degrees, b))
         pitch = np.clip(rng.normal(0, st.max_pitch_degrees / 3, b), -st.max_pitch_degrees, st.max_pitch_degrees)
         roll = np.clip(rng.normal(0, st.max_roll_degrees / 3, b), -st.max_roll_degrees, st.max_roll_degrees)
         pose = np.stack([np.deg2rad(yaw), np.deg2rad(pitch), np.deg2rad(roll)] + [np.zeros(b)] * 3, 1)
