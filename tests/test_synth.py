@@ -81,6 +81,16 @@ def test_albedo_drawn_from_the_albedo_model_keeps_its_coefficients(uv_models, tm
     recovered = residual @ basis.T / std
     assert np.corrcoef(recovered.ravel(), batch.p_t.numpy().ravel())[0, 1] > 0.9
     assert SynthFaceGenerator(model, SynthSettings(image_size=32)).batch(0, 0, 2).p_t.shape == (2, 0)
+    # model_albedo_fraction: the rest of the samples get the procedural albedo (p_t zeros, a skin tone
+    # redder than blue, unlike this model's grey mean); below 1 only, so the default's draws are unchanged
+    mixed = SynthFaceGenerator(model, SynthSettings(image_size=32, model_albedo_fraction=0.5), albedo_model=path).batch(0, 0, 16)
+    procedural = (mixed.p_t == 0).all(1)
+    assert 3 <= procedural.sum() <= 13
+    face = torch.from_numpy(mask)
+    colour = mixed.albedo.permute(0, 2, 3, 1)[:, face].mean(1)  # (16, 3) over the face
+    assert torch.equal(colour[:, 0] - colour[:, 2] > 0.1, procedural)
+    again = SynthFaceGenerator(model, SynthSettings(image_size=32, model_albedo_fraction=1.0), albedo_model=path).batch(0, 0, 4)
+    assert torch.equal(again.albedo, batch.albedo)
 
 
 def test_photo_backgrounds_and_occluders(uv_models):

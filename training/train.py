@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="stage `landmarks`: steps of LandmarkToFace alone on drawn landmarks, before the head's --steps")
     parser.add_argument("--frontal-fraction", type=float, default=LandmarkStageSettings.frontal_fraction,
                         help="`landmarks`: the training faces' share near-frontal (|yaw| < 30); the rest spread to 90")
+    parser.add_argument("--model-albedo-fraction", type=float, default=LandmarkStageSettings.model_albedo_fraction,
+                        help="`landmarks`: the rendered faces' share with the albedo model's skin; the rest procedural")
     parser.add_argument("--appearance-steps", type=int, default=LandmarkStageSettings.appearance_steps,
                         help="stage `landmarks`: steps teaching the appearance head the start's p_t and p_l, after")
     parser.add_argument("--geometry-losses", choices=list(GEOMETRY_LOSS_ABLATIONS), default="full",
@@ -147,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
             if geometry_from is None:
                 parser.error("stage `landmarks` needs --geometry-from (the geometry stream it grows from)")
             settings = LandmarkStageSettings(regressor_steps=args.regressor_steps, appearance_steps=args.appearance_steps,
-                                             frontal_fraction=args.frontal_fraction, real_batch_size=args.real_batch_size,
+                                             frontal_fraction=args.frontal_fraction,
+                                             model_albedo_fraction=args.model_albedo_fraction, real_batch_size=args.real_batch_size,
                                              **common(LandmarkStageSettings, steps, minutes))
             grown = replace(cfg, geometry=replace(cfg.geometry, shape_from_landmarks=True, appearance_head=True))
             return train_landmarks(grown, out, settings, geometry_from, args.fitted, args.photos, args.albedo, args.device)

@@ -66,6 +66,7 @@ class LandmarkStageSettings:
     landmark_noise: float = 0.05  # the drawn landmarks' noise, up to this fraction of the box (uniform)
     occluder_fraction: float = 0.25
     frontal_fraction: float = SynthSettings.frontal_fraction  # of the rendered and drawn training faces
+    model_albedo_fraction: float = SynthSettings.model_albedo_fraction  # of the rendered ones; the rest procedural
     background_patches: int = 1000
     lr: float = 1e-3
     regressor_lr: float = 1e-3
@@ -188,7 +189,8 @@ def train_landmarks(cfg: NetworkConfig, out: Path, settings: LandmarkStageSettin
     face_model = UVFaceModel.build(cfg.geometry.uv_size)
     backgrounds = photo_patches(photos, settings.background_patches, size, settings.seed) if photos else None
     gen = SynthFaceGenerator(face_model, SynthSettings(image_size=size, occluder_fraction=settings.occluder_fraction,
-                                                    frontal_fraction=settings.frontal_fraction),
+                                                    frontal_fraction=settings.frontal_fraction,
+                                                    model_albedo_fraction=settings.model_albedo_fraction),
                              albedo, cfg.geometry.albedo_dim, backgrounds=backgrounds)
     plain = SynthFaceGenerator(face_model, SynthSettings(image_size=size), albedo, cfg.geometry.albedo_dim)
     real = FittedPhotos(fitted, photos, size) if fitted else None

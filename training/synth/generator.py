@@ -72,6 +72,9 @@ class SynthSettings:
     # Of the faces, this share near-frontal (|yaw| < 30 degrees), the rest spread evenly to the profile:
     # real photos hold few profiles; 0 gives the held-out set's balance (a third per yaw bin).
     frontal_fraction: float = 0.5
+    # With an albedo model, the share of samples whose albedo it draws; the rest get the procedural
+    # albedo drawn without one (their p_t zeros): variety of skin for what learns landmarks alone.
+    model_albedo_fraction: float = 1.0
     # Faces are framed as the service frames real ones: a square of ``crop_scale`` x the 68-landmark
     # box's longer side, centred on the box. The jitter stands in for detector boxes, which are
     # neither the landmark box nor centred on it.
@@ -266,12 +269,22 @@ class SynthFaceGenerator:
             p_t = torch.from_numpy(np.clip(rng.standard_normal((b, len(std))), -3, 3).astype(np.float32))
             face = (mean + ((p_t * std) @ basis).reshape(b, 3, s, s)).clamp(0.02, 1.0)
             skin = (face * mask).sum((2, 3), keepdim=True) / mask.sum()
-            return self._add_detail(rng, g, torch.where(mask > 0, face, skin), strength=0.5), p_t
+            albedo = self._add_detail(rng, g, torch.where(mask > 0, face, skin), strength=0.5)
+            if self.settings.model_albedo_fraction < 1.0:  # drawn only then: the default's draws stay as they were
+                procedural = torch.from_numpy(rng.random(b) >= self.settings.model_albedo_fraction)
+                albedo = torch.where(procedural[:, None, None, None], self._procedural_albedo(rng, g, b), albedo)
+                p_t[procedural] = 0.0
+            return albedo, p_t
+        return self._procedural_albedo(rng, g, b), torch.zeros(b, 0)
+
+    def _procedural_albedo(self, rng, g, b) -> torch.Tensor:
+        """(B, 3, S, S): a skin tone between light and dark over the whole square, with the detail below."""
+        s = self.model.size
         tone = rng.beta(2, 2, (b, 1))
         base = SKIN_LIGHT * (1 - tone) + SKIN_DARK * tone
         base = base * rng.uniform(0.92, 1.08, (b, 3))
         albedo = torch.from_numpy(base.astype(np.float32))[:, :, None, None].expand(b, 3, s, s).clone()
-        return self._add_detail(rng, g, albedo, strength=1.0), torch.zeros(b, 0)
+        return self._add_detail(rng, g, albedo, strength=1.0)
 
     def _add_detail(self, rng, g, albedo: torch.Tensor, strength: float) -> torch.Tensor:
         """Procedural detail on a (B, 3, S, S) base: smooth colour fields, pore noise, lips, brows, spots."""
