@@ -102,7 +102,8 @@ class Options(BaseModel):
                            "that a glTF tool can animate the face; about 2.3 MB more per face")
     region: Region = Field(
         Region.face, description="GLB and OBJ: `face`, ICT-FaceKit's face region and eyeballs; `head`, ICT's "
-                                 "whole head around them (ears, neck, back of the head, mouth and eye sockets) "
+                                 "whole head around them (ears, neck, back of the head, mouth and eye sockets, teeth, "
+                                 "gums and tongue) "
                                  "from the fitted model, skin colour where the photo cannot show it")
 
 

@@ -147,9 +147,10 @@ def test_the_targets_are_ict_s_expressions_on_ict_s_topology(client, tiny_topolo
     assert animated["names"] == head.expression_names
 
 
-def test_region_head_carries_the_targets_on_ict_s_head(client, tiny_topology):
-    """region=head: the 53 targets on ICT's head mesh (face, ears, neck, back of the head, sockets); the
-    expressions move the jaw's skin and the mouth socket beyond the face region too."""
+def test_region_head_carries_the_targets_on_ict_s_head(client, tiny_topology, kit):
+    """region=head: the 53 targets on ICT's head mesh (face, ears, neck, back of the head, sockets,
+    teeth, gums and tongue); the expressions move the jaw's skin, the mouth socket and the lower teeth
+    beyond the face region too."""
     plain, _ = face_and_eyes(reconstruct(client, format="glb", region="head"))
     animated, eyes = face_and_eyes(reconstruct(client, format="glb", region="head", morph_targets="true"))
     head = tiny_topology.ict.fit.head
@@ -160,6 +161,11 @@ def test_region_head_carries_the_targets_on_ict_s_head(client, tiny_topology):
     outside = ~np.isin(head.head.ids, head.face.ids)
     jaw = animated["names"].index("jawOpen")
     assert np.linalg.norm(animated["targets"][jaw][outside], axis=1).max() > 0.005
+    # jawOpen in the GLB opens the lower teeth (half ICT's teeth vertices, by up to 4 cm) and not the upper.
+    teeth = np.isin(head.head.ids, np.arange(*kit.parts["teeth"]))
+    moved = np.linalg.norm(animated["targets"][jaw][teeth], axis=1)
+    assert (moved > 1e-3).mean() == pytest.approx(0.5, abs=0.03) and moved.max() > 0.03
+    assert (moved[moved <= 1e-3] == 0).all()
 
 
 def test_morph_targets_are_opt_in_and_glb_only(client):

@@ -141,8 +141,9 @@ def test_obj_zip_loads_back_with_its_texture(client, photo, topology, tmp_path):
 
 
 def test_region_head_in_glb_and_obj(client, photo, tmp_path):
-    """region=head: ICT's head (its ears, neck, back of the head and sockets around the face region) in
-    both mesh formats, the eyeballs beside it; an unknown region is a 422 naming the option."""
+    """region=head: ICT's head (its ears, neck, back of the head, sockets, teeth, gums and tongue around
+    the face region) in both mesh formats, the eyeballs beside it; an unknown region is a 422 naming
+    the option."""
     head = HeadModel.load()
     glb = post(client, photo, format="glb", region="head", texture_size=32)
     assert glb.status_code == 200, glb.text
@@ -150,7 +151,8 @@ def test_region_head_in_glb_and_obj(client, photo, tmp_path):
     mesh = scene.geometry["face_0"]
     assert len(mesh.vertices) == len(head.head.ids) and len(mesh.faces) == len(head.head.triangles)
     assert "face_0_eyes" in scene.geometry
-    assert np.isfinite(mesh.vertices).all()  # every vertex has bases: no teeth or gums without them
+    assert np.isfinite(mesh.vertices).all()  # every vertex has bases, the teeth's and gums' included
+    assert len(mesh.vertices) > len(np.unique(head.head.ids)) > 21_000  # ICT's 24,591 less the eyeballs
     obj = post(client, photo, format="obj", region="head", texture_size=32)
     assert obj.status_code == 200, obj.text
     with zipfile.ZipFile(io.BytesIO(obj.content)) as archive:

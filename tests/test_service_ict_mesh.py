@@ -145,6 +145,60 @@ def test_region_head_neutral_in_neutral_out(meshes, kit):
     assert len(np.unique(head.head.ids)) > 2 * len(model.region.vertex_ids)
 
 
+def test_region_head_holds_the_teeth_gums_and_tongue_and_region_face_does_not(meshes, kit):
+    """ICT's teeth (4,412 vertices) and gums and tongue (2,977) are part of the head mesh, each whole,
+    read the palette's teeth and gums texels; the face mesh has none of them."""
+    model, ict = meshes
+    head = ict.fit.head
+    a = maps(model)
+    out, _ = ict.positions("full", a, a, ict.fit.fit(a), "head")
+    face, _ = ict.positions("full", a, a, ict.fit.fit(a), "face")
+    assert len(out) == len(head.head.ids) and len(face) == len(head.face.ids)
+    palette = {tuple(uv) for uv in head.head_palette_uv}
+    for part, entry in (("teeth", 2), ("gums_and_tongue", 3)):
+        ids = np.arange(*kit.parts[part])
+        assert np.array_equal(np.unique(head.head.ids[np.isin(head.head.ids, ids)]), ids), part
+        assert not np.isin(head.face.ids, ids).any(), part
+        # Every triangle of the part reads its palette texel alone, whatever ICT's own UVs were.
+        tris = head.head.triangles[np.isin(head.head.ids[head.head.triangles], ids).all(axis=1)]
+        assert len(tris) == np.all((kit.triangles >= ids[0]) & (kit.triangles <= ids[-1]), axis=1).sum()
+        assert {tuple(uv) for uv in head.head.uv[np.unique(tris)]} == {tuple(head.head_palette_uv[entry])}
+    assert len(palette) == 4
+
+
+def test_the_lower_teeth_open_with_jaw_open_and_the_upper_stay(meshes, kit):
+    """ICT's jawOpen moves half its teeth vertices (the lower teeth) down and back with the jaw and
+    leaves the upper teeth where they are; the head mesh and its morph target do what ICT does."""
+    model, ict = meshes
+    head = ict.fit.head
+    jaw = head.expression_names.index("jawOpen")
+    teeth = np.flatnonzero(np.isin(head.head.ids, np.arange(*kit.parts["teeth"])))
+    rng = np.random.default_rng(4)
+    identity = rng.standard_normal(100).astype(np.float32) * 0.5
+    weights = np.zeros(53, np.float32)
+    weights[jaw] = 0.8
+    a_id, a = maps(model, identity), maps(model, identity, weights)
+    coefficients = Coefficients(identity.astype(np.float64), weights.astype(np.float64))
+    closed, _ = ict.positions("identity", a, a_id, coefficients, "head")
+    opened, _ = ict.positions("full", a, a_id, coefficients, "head")
+    # Where ICT puts them, to the asset's affine map per identity component (at 0.5-sigma identities
+    # 0.70 mm at most over 200 draws, 0.1 mm on average) and its float16 jaw deltas.
+    truth = frame(ict, kit.vertices(identity, weights)[head.head.ids[teeth]])
+    error = np.linalg.norm(opened[teeth] - truth, axis=1)
+    assert error.max() < 8e-4 and error.mean() < 2e-4
+    move = opened[teeth] - closed[teeth]
+    lower = np.linalg.norm(move, axis=1) > 1e-3  # 1 mm
+    # Half the teeth vertices move; the rest (the upper teeth) not by a hundredth of a millimetre.
+    assert lower.sum() == pytest.approx(len(teeth) / 2, rel=0.05)
+    assert np.abs(move[~lower]).max() < 1e-5
+    # The moving ones are the lower teeth, and they go down: the incisors by over a centimetre.
+    assert closed[teeth][lower, 1].mean() < closed[teeth][~lower, 1].mean() - 5e-3
+    assert (move[lower, 1] < 0).all() and move[lower, 1].min() < -0.01
+    # The jawOpen morph target moves the same vertices by the same (a glTF tool opens the mouth alike).
+    target = ict.head_targets.deltas[jaw][teeth] * weights[jaw]
+    assert np.abs(target - move).max() < 3 * ZERO_BELOW_M
+
+
 def test_region_head_has_no_step_at_the_rim(uv_models, kit):
     """A residual ICT's model cannot express (waves of ~3.5 mm over the region) is carried out of the
     region along the mesh: every edge of the head mesh across the region's rim is at most 1.5x the
@@ -168,18 +222,21 @@ def test_region_head_has_no_step_at_the_rim(uv_models, kit):
 
 
 def test_the_head_texture_has_no_holes_and_skin_beyond_the_face():
-    from service.engine.texture import INTERIOR_COLOUR, head_texture
+    from service.engine.texture import GUMS_COLOUR, INTERIOR_COLOUR, TEETH_COLOUR, head_texture
 
     mask = np.zeros((16, 16), bool)
     mask[4:12, 4:12] = True
     texture = np.zeros((64, 64, 3), np.uint8)
     texture[16:48, 16:48] = (180, 130, 110)  # the face's skin
     texture[30:34, 30:34] = (60, 40, 30)  # a brow
-    palette = np.array([[0.02, 0.5], [0.98, 0.5]])
+    palette = np.array([[0.02, 0.5], [0.98, 0.5], [0.02, 0.98], [0.98, 0.98]])  # skin, interior, teeth, gums
     out = head_texture(texture, mask, palette)
     skin = np.array([180, 130, 110])
     assert np.abs(out[0, 32].astype(int) - skin).max() <= 1 and np.abs(out[63, 63].astype(int) - skin).max() <= 1
     assert np.abs(out[32, 63].astype(int) - INTERIOR_COLOUR * 255).max() <= 1  # the sockets' texel
+    assert np.abs(out[1, 0].astype(int) - TEETH_COLOUR * 255).max() <= 1  # the teeth's
+    assert np.abs(out[1, 63].astype(int) - GUMS_COLOUR * 255).max() <= 1  # the gums and tongue's
+    assert TEETH_COLOUR.min() > 0.7 and GUMS_COLOUR[0] > 2 * GUMS_COLOUR[1]  # off-white; pink-red
     assert np.array_equal(out[31, 31], texture[31, 31])  # the face where the maps are
 
 
@@ -188,13 +245,13 @@ def test_the_head_texture_has_no_holes_and_skin_beyond_the_face():
 def test_the_textures_equal_their_texel_by_texel_arithmetic(size):
     """bleed and head_texture move only what changes and count the median; the result is the plain
     arithmetic over every texel: the nearest inside texel, (1 - fade) t + fade skin, skin the median."""
-    from service.engine.texture import (INTERIOR_COLOUR, _head_fade, _median_u8, _nearest_inside, bleed,
-                                        head_texture)
+    from service.engine.texture import (GUMS_COLOUR, INTERIOR_COLOUR, TEETH_COLOUR, _head_fade, _median_u8,
+                                        _nearest_inside, bleed, head_texture)
 
     mask = np.zeros((16, 16), bool)
     mask[3:13, 2:12] = True
     mask[6:8, 4:7] = False  # a hole: the mouth
-    palette = np.array([[0.02, 0.5], [0.98, 0.5]])
+    palette = np.array([[0.02, 0.5], [0.98, 0.5], [0.02, 0.98], [0.98, 0.98]])
     texture = np.random.default_rng(size).integers(0, 256, (size, size, 3), dtype=np.uint8)
     rows, cols = _nearest_inside(size, 16, mask.tobytes())
     assert np.array_equal(bleed(texture, mask), texture[rows, cols])
@@ -204,6 +261,9 @@ def test_the_textures_equal_their_texel_by_texel_arithmetic(size):
     want = texture[rows, cols] * (1.0 - fade) + skin * fade
     want[tiles == 1] = skin
     want[tiles == 2] = INTERIOR_COLOUR * 255.0
+    want[tiles == 3] = TEETH_COLOUR * 255.0
+    want[tiles == 4] = GUMS_COLOUR * 255.0
+    assert all((tiles == i).any() for i in range(1, 5))
     assert np.array_equal(head_texture(texture, mask, palette), np.clip(want + 0.5, 0, 255).astype(np.uint8))
     # An even count: the mean of the middle two, as np.median.
     assert np.array_equal(_median_u8(np.array([[9, 0], [1, 255], [200, 3], [2, 4]], np.uint8)), [5.5, 3.5])
@@ -248,3 +308,36 @@ def test_the_output_s_decode_equals_the_whole_head_s(meshes, region, kind):
     head = ict.fit.head.head if region == "head" else ict.fit.head.face
     assert np.abs(want_outer - frame(ict, bare[head.ids])).max() > 1e-3
     assert np.abs(want_eyes - frame(ict, bare[ict.fit.head.eyes.ids])).max() > 1e-4
+
+
+def test_region_head_is_a_400_on_a_store_without_ict_taps(tmp_path_factory, kit):
+    """A store whose topology has no ICT taps (``ict_vertex_ids``: stores before 0.7.0) outputs the UV
+    grid mesh; ``region=head`` there is the caller's problem (400 problem+json), not a 500, and
+    ``region=face`` still works."""
+    import hashlib
+    import json
+    import shutil
+
+    from service.app import create_app
+    from service.settings import Settings
+    from service_fixtures import assert_problem, encode, noise_image, post, ready_client, tiny_store
+
+    root = tmp_path_factory.mktemp("grid_store") / "store"
+    shutil.copytree(tiny_store(tmp_path_factory, kit), root)
+    folder = root / "tiny" / "0.0.1"
+    with np.load(folder / "topology.npz") as d:
+        arrays = {k: d[k] for k in d.files if not k.startswith("ict_")}
+    assert len(arrays) < len(d.files)
+    np.savez(folder / "topology.npz", **arrays)
+    data = (folder / "topology.npz").read_bytes()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["topology.npz"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    app = create_app(Settings(model_store=root, job_store=str(tmp_path_factory.mktemp("grid_jobs") / "jobs.db"),
+                              default_texture_size=64))
+    image, box = encode(noise_image(), "PNG"), "40,30,160,150"
+    with ready_client(app) as client:
+        assert app.state.engine.topology.ict is None
+        body = assert_problem(post(client, image, box=box, format="glb", region="head"), 400)
+        assert "region=head" in body["detail"] and "ICT" in body["detail"]
+        assert post(client, image, box=box, format="glb", region="face").status_code == 200

@@ -46,6 +46,8 @@ CHANGED_GREY = 8.0         # a pixel counts as changed past this many grey level
 # Share of the canvas that jaw open 0 -> 1 must change: measured 0.27 % (the tiny model, einstein.jpg, whose
 # fitted jawOpen is ~0); 0 without the slider's move.
 JAW_CHANGED_SHARE = 0.001
+# Share of the canvas that region face -> head must change (the head framed whole: the whole picture moves).
+REGION_CHANGED_SHARE = 0.05
 
 
 def find_chromium() -> str | None:
@@ -183,6 +185,47 @@ def test_the_sliders_drive_the_morph_targets(page, base_url):
     assert page.input_value("#morph-jaw") == "1" and page.text_content("output[for=morph-jaw]") == "1.00"
     changed = np.abs(grey(canvas.screenshot()) - before) > CHANGED_GREY
     assert changed.mean() > JAW_CHANGED_SHARE, f"{changed.mean():.4%} of the canvas changed"
+    assert not page.messages, page.messages
+
+
+def test_the_region_control_asks_for_the_head_and_the_canvas_changes(page, base_url):
+    """Region "head" is sent as the ``region`` parameter of every request the page makes, and the head
+    (ears, neck, back of the head: framed whole, so the face is drawn smaller) replaces the face."""
+    einstein = photo_path("einstein.jpg")
+    if not einstein.is_file():
+        pytest.skip(f"real photo {einstein} absent")
+    open_viewer(page, base_url)
+    # What the page's requests carry as `region` (Playwright does not see a FormData body's parts).
+    page.evaluate("""() => {
+        window.sentRegions = [];
+        const send = window.fetch;
+        window.fetch = (url, init) => {
+            // three.js fetches the GLB's textures too (blob: addresses, no body)
+            if (init?.body instanceof FormData) window.sentRegions.push(init.body.get("region"));
+            return send(url, init);
+        };
+    }""")
+    sent = lambda: page.evaluate("window.sentRegions.splice(0)")  # noqa: E731
+    canvas = page.locator("#canvas")
+    page.set_input_files("#image", str(einstein))
+    assert page.input_value("#region") == "face"  # the API's default
+    page.click("#submit")
+    page.wait_for_function(f"['loaded', 'error'].includes({STATE})", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate(STATE) == "loaded", page.text_content("#status")
+    face = grey(canvas.screenshot())
+    regions = sent()
+    assert regions and set(regions) == {"face"}, regions
+
+    page.get_by_label("Region").select_option("head")
+    page.click("#submit")  # the submit handler sets "working" before its first await, so not "loaded" now
+    page.wait_for_function(f"['loaded', 'error'].includes({STATE})", timeout=LOAD_TIMEOUT_MS)
+    assert page.evaluate(STATE) == "loaded", page.text_content("#status")
+    regions = sent()
+    assert regions and set(regions) == {"head"}, regions
+    head = grey(canvas.screenshot())
+    assert float(head.std()) > FACE_STD
+    changed = np.abs(head - face) > CHANGED_GREY
+    assert changed.mean() > REGION_CHANGED_SHARE, f"{changed.mean():.4%} of the canvas changed"
     assert not page.messages, page.messages
 
 

@@ -15,8 +15,10 @@ ICT's arrays come from ``service/assets/ict/ict_head.npz`` (written by ``python 
 training.facemodel.head_asset``, MIT licence beside it), checked against ``HEAD_ASSET_SHA256``. It
 holds ICT's bases at the face region, the ring of vertices around it (what the fit and the seam read)
 and the rest of what ``region=head`` outputs (ICT's face part, the back of the head, the mouth and eye
-sockets), and an affine map per identity component for each eyeball; teeth, gums and tongue have none
-(``HeadFit.model_cm``: NaN).
+sockets), an affine map per identity component for each eyeball, and for the teeth and for the gums and
+tongue an affine map per identity component and the deltas of the jaw's four expressions (the only
+ones that move them); the latter are expanded into the dense bases at load, so every vertex but the
+eyeballs' has bases in ``HeadModel``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from scipy.spatial import cKDTree
 from .assets import read_verified
 
 HEAD_ASSET_PATH = Path(__file__).resolve().parents[1] / "assets" / "ict" / "ict_head.npz"
-HEAD_ASSET_SHA256 = "0b9369800da1ae041bb7d35f32f9abe8fb6ebcec20309b33c84ce9d2007829f4"
+HEAD_ASSET_SHA256 = "3acd6890f2cb8d9acf5ef9a65a73e484c6a2083c9292b91f0eebb5c18ca5be61"
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class HeadModel:
 
     neutral: np.ndarray  # (N, 3) float32 cm
     basis_vertices: np.ndarray  # (Nb,) sorted ICT ids: the face region, the ring around it, what region=head outputs
-    identity: np.ndarray  # (100, Nb, 3) float32 cm deltas at basis_vertices
+    identity: np.ndarray  # (100, Nb, 3) float32 cm deltas at basis_vertices (the teeth, gums: their affine maps')
     expression: np.ndarray  # (53, Nb, 3) float32 cm deltas at basis_vertices
     expression_names: list[str]
     triangles: np.ndarray  # (F, 3) ICT vertex ids
@@ -85,8 +87,8 @@ class HeadModel:
     layouts: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]  # S -> pixels (P,), vertices (P, 3), bary (P, 3)
     face: "SubMesh"  # the face region as an output mesh, ICT's triangles and UVs
     eyes: "SubMesh"  # both eyeballs
-    head: "SubMesh"  # region=head: ICT's face part (ears, neck), the back of the head, the mouth and eye sockets
-    head_palette_uv: np.ndarray  # (2, 2) the texels the head's unseen parts read: [skin, interior]
+    head: "SubMesh"  # region=head: ICT's face part (ears, neck), the back of the head, the sockets, teeth, gums
+    head_palette_uv: np.ndarray  # (4, 2) the texels the head's unseen parts read: [skin, interior, teeth, gums]
     eyeball_centres: np.ndarray  # (2, 3) cm, the neutral eyeballs' vertex means
     eyeball_identity: np.ndarray  # (2, 100, 4, 3): [x - centre, 1] @ A = identity component's delta at x
 
@@ -105,9 +107,9 @@ def _load_head(path: Path, sha256: str) -> HeadModel:
                          "service/assets/ict (python -m training.facemodel.head_asset writes it)")
     with np.load(io.BytesIO(data)) as d:
         sizes = sorted(int(k[6:-7]) for k in d.files if k.startswith("layout") and k.endswith("_pixels"))
+        ids, identity, expression = _with_mouth(d)
         return HeadModel(
-            neutral=d["neutral"], basis_vertices=d["basis_vertices"].astype(np.intp),
-            identity=unshuffled_half(d["identity_bytes"]), expression=unshuffled_half(d["expression_bytes"]),
+            neutral=d["neutral"], basis_vertices=ids, identity=identity, expression=expression,
             expression_names=[str(n) for n in d["expression_names"]], triangles=d["triangles"].astype(np.intp),
             eyeballs=d["eyeballs"],
             layouts={s: (d[f"layout{s}_pixels"], d[f"layout{s}_vertices"], d[f"layout{s}_bary"]) for s in sizes},
@@ -116,6 +118,30 @@ def _load_head(path: Path, sha256: str) -> HeadModel:
             eyeball_centres=d["eyeball_centres"].astype(np.float64),
             eyeball_identity=d["eyeball_identity"].astype(np.float64),
         )
+
+
+def _with_mouth(d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The asset's bases with the teeth's and the gums and tongue's expanded from their compact form:
+    (Nb,) sorted ICT ids, (100, Nb, 3) and (53, Nb, 3) float32 cm deltas. The expansion is the affine
+    maps' and the four jaw deltas' own arithmetic done once at load, so every decode (HeadFit.model_cm,
+    RegionDecoder, the morph targets) reads one dense basis, as for the rest of the head."""
+    ids = d["basis_vertices"].astype(np.intp)
+    identity, expression = unshuffled_half(d["identity_bytes"]), unshuffled_half(d["expression_bytes"])
+    neutral = d["neutral"].astype(np.float64)
+    part_ids, part_identity = [], []
+    for (start, end), centre, maps in zip(d["mouth_ranges"], d["mouth_centres"], d["mouth_identity"]):
+        mine = np.setdiff1d(np.arange(start, end), ids)  # the part's vertices not stored in full
+        x = np.c_[neutral[mine] - centre, np.ones(len(mine))]  # (n, 4)
+        part_ids.append(mine)
+        part_identity.append(np.einsum("nk,ckd->cnd", x, maps.astype(np.float64)))  # (100, n, 3)
+    mouth = np.concatenate(part_ids)
+    mouth_expression = np.zeros((len(expression), len(mouth), 3), np.float32)
+    mouth_expression[d["mouth_expressions"]] = unshuffled_half(d["mouth_expression_bytes"])
+    all_ids = np.r_[ids, mouth]
+    order = np.argsort(all_ids, kind="stable")
+    identity = np.concatenate([identity, np.concatenate(part_identity, 1).astype(np.float32)], 1)[:, order]
+    expression = np.concatenate([expression, mouth_expression], 1)[:, order]
+    return all_ids[order], np.ascontiguousarray(identity), np.ascontiguousarray(expression)
 
 
 @dataclass(frozen=True, eq=False)
@@ -214,8 +240,8 @@ class HeadFit:
 
     def model_cm(self, coefficients: Coefficients, with_expression: bool = True) -> np.ndarray:
         """(N, 3) ICT's head at the coefficients, cm, at the asset's ``basis_vertices`` and the eyeballs
-        (ICT's expressions do not move them); NaN elsewhere (teeth, gums and tongue: the asset holds no
-        bases there, the service does not output them)."""
+        (ICT's expressions do not move them); NaN at any vertex an asset holds no bases for (the shipped
+        one holds them for every vertex but the eyeballs')."""
         ids = self.head.basis_vertices
         identity = np.tensordot(coefficients.identity.astype(np.float32), self.head.identity, axes=1)
         moved = self.head.neutral[ids] + identity

@@ -10,8 +10,9 @@ around them; they close the eye openings that the region leaves.
 
 ``region=head`` outputs ICT's head instead of the face region: the same vertices and triangles where
 the region is, and around it ICT's model at the same coefficients, the residual fading out over
-``head.SPREAD_CM`` along the mesh (so no step at the rim), the ears, neck, back of the head and the
-mouth and eye sockets; what the photo cannot show is painted skin colour (``head_texture``).
+``head.SPREAD_CM`` along the mesh (so no step at the rim), the ears, neck, back of the head, the
+mouth and eye sockets, the teeth, gums and tongue; what the photo cannot show is painted skin colour,
+the sockets, teeth and gums flat palette colours (``head_texture``).
 """
 
 from __future__ import annotations

@@ -175,6 +175,10 @@ def _nearest_inside(size: int, s: int, mask_bytes: bytes) -> tuple[np.ndarray, n
 
 
 INTERIOR_COLOUR = np.array([0.30, 0.12, 0.11])  # the mouth and eye sockets' inside: a dark red
+TEETH_COLOUR = np.array([0.85, 0.82, 0.74])  # an albedo: off-white, a little yellow, not paper-white
+GUMS_COLOUR = np.array([0.70, 0.33, 0.33])  # gums and tongue: a pink-red, lighter than the socket
+# The flat colours of the palette's texels after the first (skin, from the face): the asset's PALETTE order.
+PALETTE_COLOURS = (INTERIOR_COLOUR, TEETH_COLOUR, GUMS_COLOUR)
 FADE = 1.0 / 24  # of the texture's side: the rim's colour fades into skin colour over this (about 1 cm)
 
 
@@ -182,8 +186,9 @@ def head_texture(texture: np.ndarray, uv_mask: np.ndarray, palette_uv: np.ndarra
     """(T, T, 3) uint8 texture for ``region=head``: the face's ``texture`` (clamped as :func:`bleed`)
     where the maps are, fading over ``FADE`` into skin colour (the face texels' per-channel median,
     from the fitted albedo or whichever texture was asked for) everywhere the photo cannot show (ears,
-    neck, the back of the head read tile 0's texels beyond the mask); ``palette_uv`` (2, 2) [skin,
-    interior]: the texels the back of the head and the sockets read, skin and ``INTERIOR_COLOUR``."""
+    neck, the back of the head read tile 0's texels beyond the mask); ``palette_uv`` (P, 2) [skin,
+    interior, teeth, gums]: the texels the back of the head, the sockets, the teeth and the gums and
+    tongue read, skin and ``PALETTE_COLOURS`` (a shorter palette paints its first P)."""
     size, channels = texture.shape[0], texture.shape[-1]
     plan = _head_plan(size, uv_mask.shape[0], uv_mask.tobytes(), np.asarray(palette_uv, np.float64).tobytes())
     flat = texture.reshape(-1, channels)
@@ -194,7 +199,8 @@ def head_texture(texture: np.ndarray, uv_mask: np.ndarray, palette_uv: np.ndarra
     ramp = out[plan.ramp] * (1.0 - plan.ramp_fade) + skin * plan.ramp_fade
     out[plan.ramp] = np.clip(ramp + 0.5, 0, 255).astype(np.uint8)
     out[plan.skin] = np.clip(skin + 0.5, 0, 255).astype(np.uint8)
-    out[plan.interior] = np.clip(INTERIOR_COLOUR * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    for texels, colour in zip(plan.painted, PALETTE_COLOURS):
+        out[texels] = np.clip(colour * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out.reshape(texture.shape)
 
 
@@ -218,7 +224,7 @@ class _HeadPlan:
     ramp: np.ndarray  # the texels fading into skin colour (0 < fade < 1)
     ramp_fade: np.ndarray  # (R, 1) their fade
     skin: np.ndarray  # the texels of skin colour alone (fade 1, or the palette's skin texel)
-    interior: np.ndarray  # the palette's sockets texels
+    painted: tuple[np.ndarray, ...]  # the palette's texels after skin's, one array per PALETTE_COLOURS entry
 
 
 @functools.lru_cache(maxsize=8)
@@ -229,14 +235,15 @@ def _head_plan(size: int, s: int, mask_bytes: bytes, palette_bytes: bytes) -> _H
     ramp = np.flatnonzero((fade > 0.0) & (fade < 1.0) & (palette == 0))
     return _HeadPlan(inside=np.flatnonzero(inside), source=(rows * size + cols).ravel(), ramp=ramp,
                      ramp_fade=fade[ramp][:, None], skin=np.flatnonzero((fade >= 1.0) | (palette == 1)),
-                     interior=np.flatnonzero(palette == 2))
+                     painted=tuple(np.flatnonzero(palette == i) for i in range(2, 2 + len(PALETTE_COLOURS))))
 
 
 @functools.lru_cache(maxsize=8)
 def _head_fade(size: int, s: int, mask_bytes: bytes,
                palette_bytes: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What :func:`head_texture` needs of the mask alone, once per texture size: the texels it keeps
-    (T, T) bool, the skin colour's share (T, T, 1), and the palette's texels (T, T) (1 skin, 2 interior)."""
+    (T, T) bool, the skin colour's share (T, T, 1), and the palette's texels (T, T) (1 skin, 2 interior,
+    3 teeth, 4 gums; 0 elsewhere)."""
     rows, cols = _nearest_inside(size, s, mask_bytes)
     inside = (rows == np.arange(size)[:, None]) & (cols == np.arange(size)[None, :])
     distance = ndimage.distance_transform_edt(~inside) / (FADE * size)

@@ -7,10 +7,13 @@ The service fits ICT-FaceKit's identity and expression to each face's predicted 
 they live once under ``service/assets/ict/`` (with ICT's MIT notice) instead of in every model store.
 The repository keeps every blob forever, so the asset holds only what the service uses: the bases at
 the face region's vertices (the fit reads nothing else) and the one ring of vertices around it (where
-the region's rim meets the fitted head, so the seam can be checked): 7,409 of ICT's 24,591 head
-vertices, 4.0 MB in all (16.1 MB with the whole head's bases, which wait until the service outputs
-ICT's full head). Bases are stored as float16 (their largest error, 1e-3 cm, is far under the
-network's); the neutral stays float32 so that a neutral face comes back exact. The zip is
+the region's rim meets the fitted head, so the seam can be checked), and what ``region=head`` outputs
+(ICT's face part, the back of the head, the sockets, teeth, gums and tongue), 7.41 MB in all. Full
+bases are stored for 14,064 vertices; the parts ICT moves nearly rigidly take an affine map per
+identity component instead (the eyeballs; the teeth; the gums and tongue, whose full bases would add
+2.58 MB), and the teeth, gums and tongue only the deltas of the jaw's four expressions, the only ones
+that move them (``mouth_arrays``). Bases are stored as float16 (their largest error, 1e-3 cm, is far
+under the network's); the neutral stays float32 so that a neutral face comes back exact. The zip is
 LZMA-compressed with fixed timestamps, so the same FaceKit always gives the same bytes
 (``service.engine.head.HEAD_ASSET_SHA256``).
 
@@ -35,7 +38,16 @@ Arrays (N = ICT vertices of the head parts, Nb = vertices with bases, F = triang
         ``[x - centre, 1] @ A`` that gives the component's delta at an eyeball vertex (``eyeball_centres``
         (2, 3) float32, the neutral eyeballs' vertex means). ICT moves an eyeball almost rigidly, so 2.4k
         numbers stand for its 0.9M: 0.2 mm largest error at unit-variance coefficients, where the
-        eyeball moves by up to 7 mm (``eyeball_affine``).
+        eyeball moves by up to 7 mm (``part_affine``).
+    mouth_ranges (2, 2) int32 ICT vertex ranges of the teeth and of the gums and tongue (``MOUTH_PARTS``);
+        mouth_centres (2, 3) float32 and mouth_identity (2, 100, 4, 3) float32: their affine maps, as
+        the eyeballs' (0.30 mm / 0.57 mm largest error per component at a unit coefficient, against
+        4.3 / 5.3 mm of motion), for the parts' vertices not in ``basis_vertices`` (Nm: all but two gum
+        vertices that other expressions move too, which keep full bases).
+    mouth_expressions (4,) int32 indices into expression_names (``MOUTH_EXPRESSIONS``: the jaw's) and
+        mouth_expression_bytes (2, 4, 3, Nm) uint8: their float16 deltas at those Nm vertices in the
+        ranges' order, byte-shuffled; every other expression is 0 there (asserted when written).
+    The service expands both into dense bases at load (``service.engine.head._with_mouth``).
 """
 
 from __future__ import annotations
@@ -62,10 +74,21 @@ HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_s
 # 256 (the paper configuration) costs 0.5 MB.
 LAYOUT_SIZES = (64, 128)
 # What ``region=head`` outputs besides the face region and the eyeballs: ICT's whole face part (ears,
-# neck), the back of the head, and the mouth and eye sockets that close the openings. Teeth, gums and
-# tongue (7,389 vertices, 2.6 MB more of bases) are left out.
-OUTPUT_HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_socket_right")
-INTERIOR_PARTS = ("mouth_socket", "eye_socket_left", "eye_socket_right")
+# neck), the back of the head, the mouth and eye sockets that close the openings, and the teeth, gums
+# and tongue inside the mouth (7,389 vertices, stored compactly: ``MOUTH_PARTS``).
+OUTPUT_HEAD_PARTS = ("face", "head_and_neck", "mouth_socket", "eye_socket_left", "eye_socket_right",
+                     "gums_and_tongue", "teeth")
+# Each part's entry of ``head_palette_uv`` (0: the photo's layout, tile 0). The parts outside tile 0
+# read one flat texel each: skin for the back of the head, the sockets' dark interior, teeth, gums.
+PALETTE = ("skin", "interior", "teeth", "gums")
+# The parts stored compactly (``mouth_arrays``): an affine map per identity component each, and the
+# deltas of the only expressions that move them.
+MOUTH_PARTS = ("teeth", "gums_and_tongue")
+MOUTH_EXPRESSIONS = ("jawOpen", "jawForward", "jawLeft", "jawRight")
+# An expression delta at or below this (cm: 0.01 mm) counts as none.
+MOUTH_ZERO_CM = 1e-3
+PART_PALETTE = {"face": 1, "head_and_neck": 1, "mouth_socket": 2, "eye_socket_left": 2, "eye_socket_right": 2,
+                "gums_and_tongue": 4, "teeth": 3}
 
 
 def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
@@ -76,8 +99,11 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
     # The region's vertices and their neighbours along ICT's edges.
     touches = np.isin(triangles, region.vertex_ids).any(axis=1)
     basis = np.union1d(region.vertex_ids, triangles[touches].ravel())
-    head_ids = np.concatenate([np.arange(*kit.parts[p]) for p in OUTPUT_HEAD_PARTS])
-    basis = np.union1d(basis, head_ids).astype(np.int32)
+    head_ids = np.concatenate([np.arange(*kit.parts[p]) for p in OUTPUT_HEAD_PARTS if p not in MOUTH_PARTS])
+    basis = np.union1d(basis, head_ids)
+    mouth = mouth_arrays(kit)
+    # The mouth vertices some other expression moves keep their full bases (see mouth_arrays).
+    basis = np.union1d(basis, mouth.pop("full_vertices")).astype(np.int32)
     out = {
         "neutral": kit.neutral[:n].astype(np.float32),
         "basis_vertices": basis,
@@ -86,6 +112,7 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
         "expression_names": np.array(kit.expression_names),
         "triangles": triangles,
         "eyeballs": np.array([kit.parts["eyeball_left"], kit.parts["eyeball_right"]], np.int32),
+        **mouth,
     }
     out.update(mesh_arrays("face", region.triangles, region.triangles_uv, kit.uv))
     eyes = [kit.parts["eyeball_left"], kit.parts["eyeball_right"]]
@@ -94,7 +121,7 @@ def head_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
         in_eyes |= np.all((kit.triangles >= start) & (kit.triangles < end), axis=1)
     out.update(mesh_arrays("eye", kit.triangles[in_eyes], kit.triangles_uv[in_eyes], kit.uv))
     out.update(head_mesh_arrays(kit))
-    centres, maps = zip(*(eyeball_affine(kit, start, end) for start, end in eyes))
+    centres, maps = zip(*(part_affine(kit, start, end) for start, end in eyes))
     out["eyeball_centres"] = np.stack(centres).astype(np.float32)
     out["eyeball_identity"] = np.stack(maps).astype(np.float32)
     for size in LAYOUT_SIZES:
@@ -118,24 +145,28 @@ def mesh_arrays(prefix: str, triangles: np.ndarray, triangles_uv: np.ndarray, uv
 def head_mesh_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
     """``head_vertices``, ``_uv``, ``_triangles``: the parts of ``OUTPUT_HEAD_PARTS`` as one output mesh
     textured by the face's S x S layout (ICT's tile 0). Triangles with a corner outside tile 0 (the
-    back of the head, the sockets: ICT's other UDIM tiles, which the photo never shows) take one
-    texture coordinate for all their corners, a texel of tile 0 that no face-part triangle covers:
-    ``head_palette_uv`` (2, 2), [skin, interior], where the service paints skin colour and the
-    mouth's dark interior."""
-    parts = np.zeros(kit.num_vertices, np.int8)  # 0: not output, 1: skin, 2: interior
+    back of the head, the sockets, teeth, gums and tongue: ICT's other UDIM tiles, which the photo
+    never shows) take one texture coordinate for all their corners, a texel of tile 0 that no
+    face-part triangle covers: ``head_palette_uv`` (4, 2), one per ``PALETTE`` entry [skin, interior,
+    teeth, gums], where the service paints skin colour, the mouth's dark interior, the teeth's
+    off-white and the gums' pink-red (one mesh and one texture for the whole head: no extra material
+    or draw call for the mouth). A triangle of several parts takes the darker (the sockets' rim)."""
+    parts = np.zeros(kit.num_vertices, np.int8)  # 0: not output, else its PALETTE entry + 1
     for name in OUTPUT_HEAD_PARTS:
-        parts[slice(*kit.parts[name])] = 2 if name in INTERIOR_PARTS else 1
+        parts[slice(*kit.parts[name])] = PART_PALETTE[name]
     tris, tris_uv = kit.triangles, kit.triangles_uv
     keep = np.all(parts[tris] > 0, axis=1)
     tris, tris_uv = tris[keep], tris_uv[keep].copy()
     corner_uv = kit.uv[tris_uv]
     in_tile0 = np.all((corner_uv >= 0) & (corner_uv <= 1), axis=(1, 2))
     tile0_face = in_tile0 & np.all(parts[tris] == 1, axis=1)
-    palette = unused_texels(corner_uv[tile0_face], 2)
+    palette = unused_texels(corner_uv[tile0_face], len(PALETTE))
     uv = np.concatenate([kit.uv, palette])
-    interior = np.any(parts[tris] == 2, axis=1)
-    tris_uv[~tile0_face & ~interior] = len(kit.uv)
-    tris_uv[~tile0_face & interior] = len(kit.uv) + 1
+    # Interior (2) wins over skin (1) at the sockets' rims, as before; teeth and gums are not joined to
+    # other parts by ICT's triangles, so their triangles are theirs alone.
+    entry = np.where(np.any(parts[tris] == 2, axis=1), 2, parts[tris].max(axis=1)).astype(np.int64)
+    unseen = ~tile0_face
+    tris_uv[unseen] = (len(kit.uv) + entry[unseen] - 1)[:, None]
     out = mesh_arrays("head", tris, tris_uv, uv)
     out["head_palette_uv"] = palette.astype(np.float32)
     return out
@@ -159,9 +190,41 @@ def unused_texels(tri_uv: np.ndarray, count: int, size: int = 64) -> np.ndarray:
     return np.array(out)
 
 
-def eyeball_affine(kit: FaceKit, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-    """The eyeball ``start:end``'s neutral centre (3,) and, per identity component, the least-squares
-    affine map (100, 4, 3) from ``[x - centre, 1]`` to the component's delta at x."""
+def mouth_arrays(kit: FaceKit) -> dict[str, np.ndarray]:
+    """The teeth's and the gums and tongue's compact bases (``MOUTH_PARTS``, see the module docstring),
+    and ``full_vertices``: the part vertices that keep full bases instead (not an asset array).
+
+    ICT moves these parts nearly rigidly with the identity (an affine map per component errs by at most
+    0.30 mm on the teeth and 0.57 mm on the gums and tongue at unit coefficients, against 4.3 / 5.3 mm
+    of motion), and only the jaw's four expressions move them. Two gum vertices (15857 and 15922, where
+    the gums meet the lips in ICT's sculpt) are also moved by 22 other expressions, up to 0.29 mm each
+    (4.1 mm all at 1): they keep their full bases, 2 of 7,389 vertices, rather than lose that."""
+    names = list(kit.expression_names)
+    jaw = np.array([names.index(name) for name in MOUTH_EXPRESSIONS])
+    other = np.setdiff1d(np.arange(len(names)), jaw)
+    ranges = np.array([kit.parts[p] for p in MOUTH_PARTS], np.int32)
+    ids = np.concatenate([np.arange(*r) for r in ranges])
+    moved = np.linalg.norm(kit.expression[other][:, ids], axis=2).max(axis=0)  # (Nm,) cm
+    full = ids[moved > MOUTH_ZERO_CM]
+    compact = ids[moved <= MOUTH_ZERO_CM]
+    # What the asset leaves out: no other expression moves a compact vertex (float32 noise of ICT's
+    # sculpt aside, 0.002 mm at most); a FaceKit where one did would be stored wrongly, so stop.
+    assert len(full) <= 2 and np.abs(kit.expression[other][:, compact]).max() <= MOUTH_ZERO_CM, full
+    centres, maps = zip(*(part_affine(kit, start, end) for start, end in ranges))
+    return {
+        "mouth_ranges": ranges,
+        "mouth_centres": np.stack(centres).astype(np.float32),
+        "mouth_identity": np.stack(maps).astype(np.float32),
+        "mouth_expressions": jaw.astype(np.int32),
+        "mouth_expression_bytes": shuffled_half(kit.expression[jaw][:, compact]),
+        "full_vertices": full,
+    }
+
+
+def part_affine(kit: FaceKit, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part ``start:end``'s (an eyeball, the teeth, the gums and tongue) neutral centre (3,) and, per
+    identity component, the least-squares affine map (100, 4, 3) from ``[x - centre, 1]`` to the
+    component's delta at x."""
     x = kit.neutral[start:end].astype(np.float64)
     centre = x.mean(0)
     design = np.c_[x - centre, np.ones(len(x))]

@@ -164,6 +164,7 @@ async function reconstruct(request, format, morphTargets = false) {
   body.append("format", format);
   body.append("texture", request.texture);
   body.append("mesh", request.mesh);
+  body.append("region", request.region);
   if (morphTargets) body.append("morph_targets", "true");
   let response;
   try {
@@ -225,7 +226,7 @@ preview.addEventListener("error", () => { preview.hidden = true; });
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   if (!photo) return;
-  const request = { file: photo, texture: $("texture").value, mesh: $("mesh").value };
+  const request = { file: photo, texture: $("texture").value, mesh: $("mesh").value, region: $("region").value };
   submit.disabled = true;
   setState("working", "Reconstructing…");
   try {
