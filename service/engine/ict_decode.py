@@ -3,10 +3,11 @@
 ``HeadFit.model_cm`` and ``HeadFit.joined_cm`` decode the whole head (N = 24,591 ICT vertices, NaN where
 the asset holds no bases) and spread the residual through an (N, Nr) operator whose eyeball rows hold
 hundreds of entries each (1.4M in all); an output mesh reads at most the 21,451 vertices with bases
-(the head's; the teeth's and gums' expanded from their affine maps at load) and the eyeballs. A ``RegionDecoder`` is the same arithmetic cut, once at load, to what one output
-mesh (``region`` face or head) reads: the bases at its vertices and at those the taps read (``C``),
-the spread operator's rows at ``C``, and one spread row per eyeball (each eyeball moves rigidly, so
-its rows are identical; a range whose rows differ keeps them all). Per request that leaves two
+(the head's; the teeth's and gums' expanded from their affine maps at load) and the eyeballs. A
+``RegionDecoder`` is the same arithmetic cut, once at load, to what one output mesh (``region`` face
+or head) reads: the bases at its vertices and at those the taps read (``C``), the spread operator's
+rows at ``C``, and one spread row per eyeball (each eyeball moves rigidly, so its rows are identical;
+a range whose rows differ keeps them all). Per request that leaves two
 float32 matrix-vector products over ``C``, two small sparse products and a gather.
 """
 

@@ -1,7 +1,7 @@
 """``region=head``'s mouth by eye: ICT's teeth, gums and tongue inside an open mouth, front-on, at 45 and at 90 degrees.
 
     python -m training.evaluate.mouth_sheet --jaw 1.0 --out docs/mouth-sheet.png \
-        [--model model_store/facerecon-cpu-small/0.9.0 --photo ../shared/eval/photos/einstein.jpg]
+        [--model model_store/facerecon-cpu-small/<version> --photo ../shared/eval/photos/einstein.jpg]
 
 With ``--model`` and ``--photo``, a second row: that photo through the model store in this process
 (``InProcessModel``), its ``region=head`` meshes as the service fuses them, ``albedo`` at 512².
