@@ -73,7 +73,8 @@ class SynthSettings:
     # real photos hold few profiles; 0 gives the held-out set's balance (a third per yaw bin).
     frontal_fraction: float = 0.5
     # With an albedo model, the share of samples whose albedo it draws; the rest get the procedural
-    # albedo drawn without one (their p_t zeros): variety of skin for what learns landmarks alone.
+    # albedo drawn without one (their p_t zeros, so a stage that learns p_t keeps this at 1): variety
+    # of skin for what learns landmarks alone.
     model_albedo_fraction: float = 1.0
     # Faces are framed as the service frames real ones: a square of ``crop_scale`` x the 68-landmark
     # box's longer side, centred on the box. The jitter stands in for detector boxes, which are
