@@ -104,4 +104,5 @@ def blendshape_names(store: ModelStore, basis: np.ndarray | None) -> list[str] |
 def corner_sum(triangles: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
     """(V, F) sparse ones at (v, f) for each corner v of triangle f of ``triangles`` (F, 3)."""
     faces = np.repeat(np.arange(len(triangles)), 3)
-    return sparse.csr_matrix((np.ones(triangles.size), (triangles.reshape(-1), faces)), shape=(n_vertices, len(triangles)))
+    return sparse.csr_matrix((np.ones(triangles.size), (triangles.reshape(-1), faces)),
+                             shape=(n_vertices, len(triangles)))
