@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error("stage `landmarks` needs --geometry-from (the geometry stream it grows from)")
             settings = LandmarkStageSettings(regressor_steps=args.regressor_steps, appearance_steps=args.appearance_steps,
                                              frontal_fraction=args.frontal_fraction,
-                                             model_albedo_fraction=args.model_albedo_fraction, real_batch_size=args.real_batch_size,
+                                             model_albedo_fraction=args.model_albedo_fraction,
+                                             real_batch_size=args.real_batch_size,
                                              **common(LandmarkStageSettings, steps, minutes))
             grown = replace(cfg, geometry=replace(cfg.geometry, shape_from_landmarks=True, appearance_head=True))
             return train_landmarks(grown, out, settings, geometry_from, args.fitted, args.photos, args.albedo, args.device)

@@ -217,7 +217,8 @@ class SynthFaceGenerator:
 
     def _sample_pose(self, rng, b) -> torch.Tensor:
         st = self.settings
-        yaw = np.where(rng.random(b) < st.frontal_fraction, rng.uniform(-30, 30, b), rng.uniform(-st.max_yaw_degrees, st.max_yaw_degrees, b))
+        yaw = np.where(rng.random(b) < st.frontal_fraction, rng.uniform(-30, 30, b),
+                       rng.uniform(-st.max_yaw_degrees, st.max_yaw_degrees, b))
         pitch = np.clip(rng.normal(0, st.max_pitch_degrees / 3, b), -st.max_pitch_degrees, st.max_pitch_degrees)
         roll = np.clip(rng.normal(0, st.max_roll_degrees / 3, b), -st.max_roll_degrees, st.max_roll_degrees)
         pose = np.stack([np.deg2rad(yaw), np.deg2rad(pitch), np.deg2rad(roll)] + [np.zeros(b)] * 3, 1)
