@@ -142,19 +142,24 @@ class InProcessModel:
                  geo: FaceGeometry) -> tuple[FaceGeometry, Unwrap, dict[str, np.ndarray]]:
         """The unwrap, texture.onnx's outputs by name, and the geometry with its lighting refitted under the
         albedo when the settings say so, as the service's stages do."""
+        unwrapped, feeds = self.texture_feeds(outputs, geo)
+        maps = dict(zip(self.texture_outputs, self.model.texture.run(self.texture_outputs, feeds)))
+        if self.settings.relight:
+            geo = replace(geo, lighting=relight(geo, unwrapped, maps["albedo"][0], self.topology))
+        return geo, unwrapped, maps
+
+    def texture_feeds(self, outputs: list[np.ndarray], geo: FaceGeometry) -> tuple[Unwrap, dict[str, np.ndarray]]:
+        """The unwrap and texture.onnx's inputs (batch 1) for one face, as the service's stages build them;
+        ``outputs``: geometry.onnx's outputs for that face's crop."""
         crop = geo.crop
         unwrapped = unwrap(geo, self.topology)
-        feeds = {
+        return unwrapped, {
             "p_t": outputs[GEOMETRY_OUTPUTS.index("p_t")],
             "image": crop.image[None],
             "heatmaps": heatmaps(geo.landmarks_crop, crop.size)[None],
             "uv_grid": unwrapped.uv_grid[None],
             "uv_visibility": unwrapped.visibility[None, None].astype(np.float32),
         }
-        maps = dict(zip(self.texture_outputs, self.model.texture.run(self.texture_outputs, feeds)))
-        if self.settings.relight:
-            geo = replace(geo, lighting=relight(geo, unwrapped, maps["albedo"][0], self.topology))
-        return geo, unwrapped, maps
 
     def mean_shape_predictor(self):
         """The 3D baseline under this model's own placement: ICT's mean face (neutral identity, no

@@ -20,16 +20,16 @@ HALF_SUFFIX = "__fp16"
 MIN_ELEMENTS = 256  # smaller tensors (biases, norms) stay float32: they weigh nothing
 
 
-def store_weights_in_half(path: Path) -> int:
+def store_weights_in_half(path: Path, keep: frozenset[str] = frozenset()) -> int:
     """Rewrite the ONNX file at ``path`` with its float32 initializers (and constants) of ``MIN_ELEMENTS``
-    or more elements in float16; returns how many were converted."""
+    or more elements in float16, except those named in ``keep``; returns how many were converted."""
     model = onnx.load(str(path))
     graph = model.graph
     constants_as_initializers(graph)
     kept, casts = [], []
     for init in graph.initializer:
         array = numpy_helper.to_array(init)
-        if init.data_type != TensorProto.FLOAT or array.size < MIN_ELEMENTS:
+        if init.data_type != TensorProto.FLOAT or array.size < MIN_ELEMENTS or init.name in keep:
             kept.append(init)
             continue
         kept.append(numpy_helper.from_array(array.astype(np.float16), init.name + HALF_SUFFIX))
@@ -58,6 +58,24 @@ def constants_as_initializers(graph: onnx.GraphProto) -> None:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+def widen_half_weights(model: onnx.ModelProto) -> int:
+    """Undo :func:`store_weights_in_half` in place: each float16 initializer back in float32 under the name
+    its cast gave it, the cast dropped; returns how many. The graph computes exactly what it did (the
+    casts computed these very values), and tools that want float32 weights (quantization) can read it."""
+    graph = model.graph
+    halves = {init.name: init for init in graph.initializer if init.name.endswith(HALF_SUFFIX)
+              and init.data_type == TensorProto.FLOAT16}
+    casts = [n for n in graph.node if n.op_type == "Cast" and len(n.input) == 1 and n.input[0] in halves]
+    for cast in casts:
+        half = halves.pop(cast.input[0])
+        half.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(half).astype(np.float32), cast.output[0]))
+    dropped = {cast.output[0] for cast in casts}
+    nodes = [n for n in graph.node if not (n.op_type == "Cast" and n.output[0] in dropped)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(casts)
 
 
 def float_initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
