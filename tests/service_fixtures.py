@@ -38,6 +38,9 @@ def build_tiny_store(root: Path, kit) -> Path:
 
 
 _STORES: dict[str, Path] = {}
+# Loading a store (the head asset above all) took over 60 s on a 2-core machine at load average 5;
+# a store that never loads fails on app.state.load_error at once, so a long wait costs nothing.
+READY_TIMEOUT_S = 180.0
 
 
 def tiny_store(tmp_path_factory, kit) -> Path:
@@ -48,7 +51,7 @@ def tiny_store(tmp_path_factory, kit) -> Path:
 
 
 @contextlib.contextmanager
-def ready_client(app, timeout_s: float = 60.0) -> Iterator:
+def ready_client(app, timeout_s: float = READY_TIMEOUT_S) -> Iterator:
     """A TestClient inside the app's lifespan, once the model is loaded and warm."""
     from fastapi.testclient import TestClient
 
@@ -70,7 +73,7 @@ def tiny_client(tmp_path_factory, kit, jobs: str, **settings) -> Iterator:
         yield client
 
 
-def wait_ready(get, app, timeout_s: float = 60.0) -> None:
+def wait_ready(get, app, timeout_s: float = READY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while get("/v2/health/ready").status_code != 200:
         assert app.state.load_error is None, app.state.load_error
@@ -152,7 +155,7 @@ def build_viewer() -> Path:
 
 
 @contextlib.contextmanager
-def http_server(app, timeout_s: float = 60.0) -> Iterator[str]:
+def http_server(app, timeout_s: float = READY_TIMEOUT_S) -> Iterator[str]:
     """The app under a real uvicorn on a free port of 127.0.0.1, once ready; yields the base URL."""
     import httpx
     import uvicorn

@@ -415,6 +415,19 @@ def test_heatmaps_hold_no_denormal_floats():
     assert maps.max() == 1.0 and np.count_nonzero(maps == 0) > 0
 
 
+def test_heatmaps_equal_the_gaussians_computed_in_double_precision():
+    """The separable float32 maps against each map's 2D Gaussian evaluated directly in float64."""
+    from service.engine.unwrap import heatmaps
+
+    marks = np.random.default_rng(0).uniform(-4, 68, (68, 2))
+    maps = heatmaps(marks, 64)
+    sigma = 1.5 * 64 / 128
+    y, x = np.mgrid[0:64, 0:64] + 0.5
+    reference = np.exp(-((x - marks[:, 0, None, None]) ** 2 + (y - marks[:, 1, None, None]) ** 2) / (2 * sigma**2))
+    assert maps.shape == (68, 64, 64)
+    np.testing.assert_allclose(maps, reference, rtol=1e-6, atol=1.1e-19)  # tails dropped below sqrt(tiny) x 1
+
+
 def test_metrics_exposed(client, photo):
     post(client, photo, format="json")
     text = client.get("/metrics").text

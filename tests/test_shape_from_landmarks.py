@@ -108,6 +108,21 @@ def test_landmark_stage_runs_its_three_phases_and_exports(tmp_path):
     assert report.geometry_parity < 1e-4
 
 
+def test_a_landmark_run_without_appearance_steps_ends_done_with_its_steps(tmp_path):
+    """A run whose last phases have no steps (0.11.0's: landmarks only) is finished and counts its steps."""
+    from training.stages.landmarks import DONE, LandmarkStageSettings, train_landmarks
+
+    torch.manual_seed(3)
+    start = tmp_path / "stage1.pt"
+    torch.save({"config": tiny().as_dict(), "model": GeometryStream(tiny().geometry).state_dict(), "stage": "geometry",
+                "step": 0}, start)
+    settings = LandmarkStageSettings(regressor_steps=0, steps=2, appearance_steps=0, batch_size=2, draw_batch_size=8,
+                                     validate_every=2, validation_faces=4, checkpoint_every=1, workers=0, log_every=1)
+    path = train_landmarks(landmark_config(), tmp_path / "run", settings, start)
+    ckpt = torch.load(path, weights_only=False)
+    assert (ckpt["phase"], ckpt["step"]) == (DONE, 2)
+
+
 @pytest.fixture(scope="module")
 def weights_and_store(tmp_path_factory, uv_models):
     from training.export.onnx import export_model_store

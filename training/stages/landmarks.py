@@ -241,6 +241,7 @@ def train_landmarks(cfg: NetworkConfig, out: Path, settings: LandmarkStageSettin
         if new_log:
             log.writerow(["phase", "step", "seconds", "loss", "terms", "validation"])
         phase_steps = (settings.regressor_steps, settings.steps, settings.appearance_steps)
+        last_phase = PHASES[max((i for i, n in enumerate(phase_steps) if n), default=0)]
         for phase_name, steps in zip(PHASES, phase_steps):
             if PHASES.index(phase_name) < PHASES.index(phase):
                 continue
@@ -288,10 +289,12 @@ def train_landmarks(cfg: NetworkConfig, out: Path, settings: LandmarkStageSettin
                     log_file.flush()
                 if step % settings.checkpoint_every == 0 or step == steps or out_of_time:
                     done = step == steps
+                    finished = done and phase_name == last_phase  # the phases after it have no steps
                     save_checkpoint(ckpt_path, model=net.state_dict(), config=cfg.as_dict(),
-                                    phase=(*PHASES, DONE)[PHASES.index(phase_name) + 1] if done else phase_name,
+                                    phase=DONE if finished else (*PHASES, DONE)[PHASES.index(phase_name) + 1]
+                                    if done else phase_name,
                                     # at the end: every phase's steps, as other stages' files give theirs
-                                    step=(sum(phase_steps) if phase_name == PHASES[-1] else 0) if done else step,
+                                    step=sum(phase_steps) if finished else 0 if done else step,
                                     stage="landmarks", settings=asdict(settings), started_from=str(start_from),
                                     batchnorm=FOLDED if folded else "trained",
                                     **({} if done else {"optimizer": opt.state_dict()}))
