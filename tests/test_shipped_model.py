@@ -40,14 +40,44 @@ def test_shipped_model_verifies_and_fits_the_size_budget(shipped):
     store = load_model_store(shipped)  # schema, sha256 of every file, topology invariants
     size_mb = sum(f.stat().st_size for f in shipped.iterdir()) / 2**20
     assert size_mb < 60, f"{shipped} is {size_mb:.1f} MiB; the budget is 60"
-    parity = store.manifest["evaluation"]["onnx_parity_max_abs"]
+    evaluation = store.manifest["evaluation"]
+    for graph, outputs in evaluation.get("quantization", {}).get("held_out_error", {}).items():
+        # int8 graphs (training.quantize) against the float graphs they came from, on held-out photos' feeds:
+        # 0.11.0's largest relative move is p_t's, 6 %; E_pho moved by under 0.0002 (docs/service.md).
+        for output, error in outputs.items():
+            assert error["mean_abs"] <= 0.1 * error["mean_abs_value"], (graph, output, error)
+    parity = evaluation["onnx_parity_max_abs"]
     for graph in ("geometry", "texture"):
         # Weights stored in float16 (training.export.half) differ from the trained network by their rounding.
-        # 0.9.0's largest difference is in its identity coefficients (unit scale, up to ~3): 2.0e-3 on the
-        # export's example inputs, which moves A by under 1e-4 canonical units (0.02 mm).
-        limit = 3e-3 if stored_in_half(shipped / f"{graph}.onnx") else 1e-4
+        # The largest difference is in the identity coefficients (up to ~8 on the export's random inputs):
+        # 0.9.0 2.0e-3, 0.11.0 5.0e-3 (a relative 6e-4), which moves A by under 4e-4 canonical units (0.07 mm).
+        limit = 6e-3 if stored_in_half(shipped / f"{graph}.onnx") else 1e-4
         assert parity[graph] <= limit, graph
     assert "untrained" not in json.dumps(store.manifest["evaluation"]["trained"])
+
+
+def test_every_committed_version_verifies():
+    """Versions kept beside the default (the float graphs GPU workers pin, say) stay loadable."""
+    versions = [v for m in MODEL_STORE.iterdir() if m.is_dir() and not m.name.startswith(".")
+                for v in m.iterdir() if v.is_dir() and not v.name.startswith(".")]
+    if not versions:
+        pytest.skip(f"no model under {MODEL_STORE}")
+    for folder in versions:
+        load_model_store(folder)
+
+
+def test_the_gpu_images_pinned_version_is_committed_with_float_graphs():
+    """The GPU image and the k8s config serve a pinned version with float graphs (the default is int8)."""
+    import re
+
+    import onnx
+
+    for config in (ROOT / "Dockerfile", ROOT / "k8s" / "configmap.yaml"):
+        pinned = re.search(r"FACERECON_MODEL_VERSION[=:]\s*\"?([\w.]+)", config.read_text()).group(1)
+        (folder,) = [m / pinned for m in MODEL_STORE.iterdir() if (m / pinned).is_dir()]
+        for graph in ("geometry", "texture"):
+            ops = {n.op_type for n in onnx.load(str(folder / f"{graph}.onnx")).graph.node}
+            assert "DequantizeLinear" not in ops, (config.name, pinned, graph)
 
 
 def stored_in_half(path: Path) -> bool:
