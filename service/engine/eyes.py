@@ -13,6 +13,8 @@ eye), a neutral brown.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -51,17 +53,29 @@ def iris_colour(photo: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 def eye_texture(iris: np.ndarray, size: int = EYE_TEXTURE_SIZE) -> np.ndarray:
     """(size, size, 3) uint8 texture in ICT's eyeball UV square (row 0 = v near 1): sclera, the iris
     disc in ``iris`` (3,) with a darker limbal ring and radial streaks, a black pupil."""
+    shade, sclera_px, edge, pupil = _eye_layout(size)
+    iris_px = np.clip(np.asarray(iris)[None, None] * shade, 0.0, 1.0)
+    out = iris_px * (1.0 - edge) + sclera_px * edge
+    out = np.where(pupil, 0.02, out)
+    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=4)
+def _eye_layout(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What of the eye texture does not depend on the iris colour, computed once per size: the iris's
+    shading (size, size, 1), the sclera's colour (size, size, 3), the iris-to-sclera blend (size, size, 1)
+    and the pupil (size, size, 1) bool."""
     rows, cols = (np.mgrid[0:size, 0:size] + 0.5) / size
     du, dv = cols - 0.5, 0.5 - rows  # u = col, v = 1 - row
     r = np.hypot(du, dv)
     angle = np.arctan2(dv, du)
     t = np.clip((r - PUPIL_UV_RADIUS) / (IRIS_UV_RADIUS - PUPIL_UV_RADIUS), 0.0, 1.0)
-    # Streaks and a limbal ring darken the iris towards its rim, as a real one does; its mean stays ``iris``.
+    # Streaks and a limbal ring darken the iris towards its rim, as a real one does; its mean stays the iris colour.
     shade = (1.0 + 0.12 * np.sin(angle * 23.0) * np.sin(angle * 7.0)) * (1.15 - 0.45 * t**3)
-    iris_px = np.clip(np.asarray(iris)[None, None] * shade[..., None], 0.0, 1.0)
     # The sclera greys a little towards the back of the eyeball, which the lids mostly hide.
     sclera_px = SCLERA[None, None] * np.clip(1.05 - 0.5 * r, 0.7, 1.0)[..., None]
     edge = np.clip((r - IRIS_UV_RADIUS) / 0.006 + 0.5, 0.0, 1.0)[..., None]  # a texel-wide soft rim
-    out = iris_px * (1.0 - edge) + sclera_px * edge
-    out = np.where((r < PUPIL_UV_RADIUS)[..., None], 0.02, out)
-    return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    layout = (shade[..., None], sclera_px, edge, (r < PUPIL_UV_RADIUS)[..., None])
+    for array in layout:
+        array.flags.writeable = False  # shared by every request
+    return layout

@@ -35,10 +35,11 @@ def fit_sh_lighting(photo: np.ndarray, albedo: np.ndarray, normals: np.ndarray, 
 
     def solve(rows: np.ndarray) -> np.ndarray:
         n = max(int(rows.sum()), 1)
+        b, k, y = basis[rows], albedo[rows], photo[rows]
         out = np.empty((9, 3))
         for c in range(3):
-            a = basis[rows] * albedo[rows, c:c + 1]
-            out[:, c] = np.linalg.solve(a.T @ a + ridge * n * np.eye(9), a.T @ photo[rows, c] + ridge * n * prior[:, c])
+            a = b * k[:, c:c + 1]
+            out[:, c] = np.linalg.solve(a.T @ a + ridge * n * np.eye(9), a.T @ y[:, c] + ridge * n * prior[:, c])
         return out
 
     every = np.ones(len(photo), bool)
