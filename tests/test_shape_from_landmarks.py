@@ -3,6 +3,7 @@ regressor's pose frame, the generator's landmark draws, the landmark stage end t
 network, and its export read by the service (blendshapes = the regressor's weights)."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,17 +85,26 @@ def test_the_stream_decodes_its_coefficients_through_ict(uv_models):
     np.testing.assert_allclose(out.a_exp.numpy(), want_exp, atol=1e-5)
 
 
-def test_landmark_stage_runs_its_three_phases_and_exports(tmp_path):
-    from training.export.checkpoints import export_checkpoints
-    from training.stages.landmarks import DONE, LandmarkStageSettings, train_landmarks
+def tiny_landmark_run(tmp_path: Path, regressor_steps: int, steps: int, appearance_steps: int):
+    """A stage-1 file of the plain tiny network (as a trained one would be) to start from, and the landmark
+    stage's settings for a tiny run of the given phase lengths: (start, settings)."""
+    from training.stages.landmarks import LandmarkStageSettings
 
     torch.manual_seed(3)
-    start = tmp_path / "stage1.pt"  # a stage-1 file of the plain tiny network, as a trained one would be
+    start = tmp_path / "stage1.pt"
     torch.save({"config": tiny().as_dict(), "model": GeometryStream(tiny().geometry).state_dict(), "stage": "geometry",
                 "step": 0}, start)
+    settings = LandmarkStageSettings(regressor_steps=regressor_steps, steps=steps, appearance_steps=appearance_steps,
+                                     batch_size=2, draw_batch_size=8, validate_every=2, validation_faces=4,
+                                     checkpoint_every=1, workers=0, log_every=1)
+    return start, settings
 
-    settings = LandmarkStageSettings(regressor_steps=3, steps=2, appearance_steps=2, batch_size=2, draw_batch_size=8,
-                                     validate_every=2, validation_faces=4, checkpoint_every=1, workers=0, log_every=1)
+
+def test_landmark_stage_runs_its_three_phases_and_exports(tmp_path):
+    from training.export.checkpoints import export_checkpoints
+    from training.stages.landmarks import DONE, train_landmarks
+
+    start, settings = tiny_landmark_run(tmp_path, regressor_steps=3, steps=2, appearance_steps=2)
     path = train_landmarks(landmark_config(), tmp_path / "run", settings, start)
     ckpt = torch.load(path, weights_only=False)
     assert (ckpt["phase"], ckpt["step"]) == (DONE, 7)
@@ -110,14 +120,9 @@ def test_landmark_stage_runs_its_three_phases_and_exports(tmp_path):
 
 def test_a_landmark_run_without_appearance_steps_ends_done_with_its_steps(tmp_path):
     """A run whose last phases have no steps (0.11.0's: landmarks only) is finished and counts its steps."""
-    from training.stages.landmarks import DONE, LandmarkStageSettings, train_landmarks
+    from training.stages.landmarks import DONE, train_landmarks
 
-    torch.manual_seed(3)
-    start = tmp_path / "stage1.pt"
-    torch.save({"config": tiny().as_dict(), "model": GeometryStream(tiny().geometry).state_dict(), "stage": "geometry",
-                "step": 0}, start)
-    settings = LandmarkStageSettings(regressor_steps=0, steps=2, appearance_steps=0, batch_size=2, draw_batch_size=8,
-                                     validate_every=2, validation_faces=4, checkpoint_every=1, workers=0, log_every=1)
+    start, settings = tiny_landmark_run(tmp_path, regressor_steps=0, steps=2, appearance_steps=0)
     path = train_landmarks(landmark_config(), tmp_path / "run", settings, start)
     ckpt = torch.load(path, weights_only=False)
     assert (ckpt["phase"], ckpt["step"]) == (DONE, 2)
