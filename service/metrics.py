@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-STAGES = ("decode", "detect", "align", "geometry", "recrop", "decode_asm", "unwrap", "texture", "relight", "compose", "fuse", "export")
+STAGES = ("decode", "detect", "align", "geometry", "recrop", "decode_asm", "unwrap", "albedo_fit", "texture", "relight", "compose", "fuse", "export")
 # What a reconstruction request asked for: a single photo's output format, the batch endpoint's JSON for up
 # to max_batch_images photos, or unknown for a request refused before its form was read.
 FORMATS = ("glb", "obj", "json", "batch", "unknown")

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # The SH lighting refitted to the photo's seen skin under the texture stream's albedo
     # (service.engine.relight), for `shaded` and the returned `lighting`; off: the geometry graph's p_l.
     relight: bool = True
+    # Fit texture.onnx's p_t to the photo's seen skin (service.engine.albedo_fit) when the store carries the
+    # albedo basis for it; off: the geometry graph's p_t.
+    albedo_fit: bool = True
 
     # Output
     default_texture_size: int = Field(512, ge=16)

@@ -97,7 +97,8 @@ def test_json_figures_on_a_real_photo(client, photo, topology):
     assert np.array(face["lighting"]).shape == (9, 3)
     assert 0.0 < face["quality"]["texture_coverage"] <= 1.0
     assert face["quality"]["landmark_agreement"] >= 0.0
-    stages = {"decode", "detect", "align", "geometry", "decode_asm", "unwrap", "texture", "relight", "compose", "fuse", "export"}
+    stages = {"decode", "detect", "align", "geometry", "decode_asm", "unwrap", "albedo_fit", "texture", "relight", "compose",
+              "fuse", "export"}
     assert stages <= set(body["timings_ms"])
 
 

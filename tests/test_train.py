@@ -465,3 +465,44 @@ def test_an_exposed_face_is_the_same_face_under_scaled_light(uv_models):
     face = batch.face_mask[:, None].expand_as(batch.image) & (batch.image < 0.999)
     assert face.sum() > 100
     assert torch.allclose(darker.image[face], relit.image[face], atol=1e-4)
+
+
+def test_stage_three_with_fit_albedo_feeds_the_texture_stream_the_fitted_p_t(tmp_path, fitted, folded_store, monkeypatch):  # noqa: F811
+    """--fit-albedo: every texture-stream pass of stage 3 (photos, their exposed copies, the anchor
+    faces, validation) gets p_t from training.stages.albedo_fit, as the service fits it, and with
+    --appearance-only only the texture stream trains (the grown head stays the PSN's copy)."""
+    from training.stages import finetune
+    from training.train import main as train_main
+
+    cfg, _, _, folder = folded_store
+    calls = []
+
+    def recording(basis, *args):
+        calls.append(basis.size)
+        return fitted_p_t(basis, *args)
+
+    fitted_p_t = finetune.fitted_p_t
+    monkeypatch.setattr(finetune, "fitted_p_t", recording)
+    albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
+    run = tmp_path / "run"
+    train_main(["finetune", "--steps", "1", "--config", "tiny", "--regions", "4", "--appearance-only", "--fit-albedo",
+                "--albedo-weight", "10", "--exposure-weight", "10", "--batch-size", "2", "--albedo", str(albedo),
+                "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "1", "--out", str(run),
+                "--geometry-from", str(folder), "--texture-from", str(folder)])
+    assert len(calls) >= 3 and set(calls) == {cfg.texture.albedo_dim}
+    state = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 1
+    weights = state["geometry_model"]
+    assert all(torch.equal(weights[f"appearance.{k[len('psn.'):]}"], weights[k]) for k in weights if k.startswith("psn."))
+
+
+def test_a_shape_read_from_landmarks_has_no_residual_term():
+    """L_gs's coefficient terms for a geometry stream without residual maps (shape_from_landmarks)."""
+    from types import SimpleNamespace
+
+    from training.stages.common import coefficient_terms
+
+    out = SimpleNamespace(id_coeffs=torch.ones(2, 5), exp_weights=torch.zeros(2, 3), id_residual=None, exp_residual=None)
+    batch = SimpleNamespace(id_coeffs=torch.zeros(2, 5), exp_weights=torch.zeros(2, 3))
+    terms = coefficient_terms(out, batch, torch.ones(4, 4))
+    assert terms["residual"].item() == 0.0 and terms["identity_coefficients"].item() == 1.0

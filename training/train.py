@@ -82,12 +82,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--appearance-only", action="store_true",
                         help="stage 3: train only the texture stream and a p_t/p_l head grown beside the PSN "
                         "(GeometryConfig.appearance_head); shape, pose and landmarks stay the start's")
+    parser.add_argument("--fit-albedo", action="store_true",
+                        help="stage 3: the texture stream's p_t fitted to each photo's seen skin as the service fits it "
+                        "(service.engine.albedo_fit), not the geometry stream's; with --appearance-only only the texture "
+                        "stream trains")
     parser.add_argument("--reset-albedo-correction", action="store_true",
                         help="stage 3: zero the texture stream's output layer, so it starts from the linear albedo at p_t")
     parser.add_argument("--linear-basis", action="store_true",
                         help="A_id and A_exp from ICT's linear model at predicted coefficients plus the decoders' "
                         "residual (GeometryConfig.linear_basis); a run may add it to a network trained without it")
     parser.add_argument("--regions", type=int, default=16, help="n, the texture stream's soft regions (8, 16, 32)")
+    parser.add_argument("--shape-from-landmarks", action="store_true",
+                        help="stage 3 from a start the landmark stage grew (GeometryConfig.shape_from_landmarks), "
+                        "e.g. with --appearance-only --fit-albedo")
     parser.add_argument("--position-pooling", action="store_true",
                         help="the encoder also pools where its last feature maps' activation lies (GeometryConfig."
                         "position_pooling); stage 3 may add it to a network trained without it")
@@ -127,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, geometry=replace(cfg.geometry, linear_basis=True))
     if args.appearance_only:
         cfg = replace(cfg, geometry=replace(cfg.geometry, appearance_head=True))
+    if args.shape_from_landmarks:
+        cfg = replace(cfg, geometry=replace(cfg.geometry, shape_from_landmarks=True))
     geometry_weights = replace(GEOMETRY_LOSS_ABLATIONS[args.geometry_losses], asm=args.asm_weight,
                                expression_weights=args.coefficient_weights[0],
                                identity_coefficients=args.coefficient_weights[1])
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
                                     roll_degrees=args.roll_degrees, mirror_photos=args.mirror_photos,
                                     lr_schedule=args.lr_schedule, locate_lr_scale=args.locate_lr_scale,
                                     appearance_only=args.appearance_only,
-                                    reset_albedo_correction=args.reset_albedo_correction,
+                                    reset_albedo_correction=args.reset_albedo_correction, fit_albedo=args.fit_albedo,
                                     **common(FinetuneSettings, steps, minutes))
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,

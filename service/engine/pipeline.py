@@ -20,6 +20,7 @@ from service.schemas import Face as FaceFigures
 from service.schemas import FaceSelection, Format, ModelRef, Options, Pose, Quality, ReconstructResult
 from service.settings import Settings
 
+from .albedo_fit import fit_face
 from .align import crop_face
 from .asm_decode import FaceGeometry, decode_asm
 from .batching import MicroBatcher
@@ -170,9 +171,14 @@ class Engine:
         with timer("unwrap"):
             unwrapped = [unwrap(g, self.topology) for g in geos]
             marks = [heatmaps(g.landmarks_crop, g.crop.size) for g in geos]
+        p_t = outputs[GEOMETRY_OUTPUTS.index("p_t")]
+        if self.topology.albedo_basis is not None and self.settings.albedo_fit:
+            with timer("albedo_fit"):
+                p_t = np.stack([fit_face(self.topology.albedo_basis, g, u, self.topology, p_t[i])
+                                for i, (g, u) in enumerate(zip(geos, unwrapped))])
         with timer("texture"):
             feeds = {
-                "p_t": outputs[GEOMETRY_OUTPUTS.index("p_t")],
+                "p_t": p_t,
                 "image": np.stack([c.image for c in crops]),
                 "heatmaps": np.stack(marks),
                 "uv_grid": np.stack([u.uv_grid for u in unwrapped]),

@@ -25,40 +25,53 @@ MIN_VERTICES = 50  # fewer seen vertices than this: p_l is kept
 
 
 def fit_sh_lighting(photo: np.ndarray, albedo: np.ndarray, normals: np.ndarray, prior: np.ndarray,
-                    ridge: float = RIDGE, keep: float = KEEP) -> np.ndarray:
+                    ridge: float = RIDGE, keep: float = KEEP, basis: np.ndarray | None = None) -> np.ndarray:
     """(9, 3) SH lighting l minimising sum |photo - albedo * (sh_basis(normals) @ l)|^2 + ridge * n * |l - prior|^2.
 
     photo, albedo: (N, 3) colours in [0, 1] of N seen surface points; normals: (N, 3) unit, view frame;
-    prior: (9, 3). With ``keep`` < 1 the fit is repeated on the ``keep`` share of points it explains best.
+    prior: (9, 3); basis: sh_basis(normals) when the caller has it. With ``keep`` < 1 the fit is repeated
+    on the ``keep`` share of points it explains best.
     """
-    basis = sh_basis(normals)  # (N, 9)
+    basis = sh_basis(normals) if basis is None else basis  # (N, 9)
 
-    def solve(rows: np.ndarray) -> np.ndarray:
-        n = max(int(rows.sum()), 1)
-        b, k, y = basis[rows], albedo[rows], photo[rows]
-        out = np.empty((9, 3))
-        for c in range(3):
-            a = b * k[:, c:c + 1]
-            out[:, c] = np.linalg.solve(a.T @ a + ridge * n * np.eye(9), a.T @ y[:, c] + ridge * n * prior[:, c])
-        return out
+    def solve(b: np.ndarray, k: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The three channels' 9 x 9 ridge systems, batched."""
+        n = max(len(b), 1)
+        a = k.T[:, :, None] * b[None]  # (3, n, 9): channel c's design, the basis scaled by its albedo
+        at = a.transpose(0, 2, 1)
+        gram = at @ a + ridge * n * np.eye(9)
+        rhs = at @ y.T[:, :, None] + ridge * n * prior.T[:, :, None]
+        return np.linalg.solve(gram, rhs)[..., 0].T
 
-    every = np.ones(len(photo), bool)
-    light = solve(every)
+    light = solve(basis, albedo, photo)
     if keep < 1.0:
         residual = np.abs(photo - albedo * (basis @ light)).mean(1)
-        light = solve(residual <= np.quantile(residual, keep))
+        rows = residual <= np.quantile(residual, keep)
+        light = solve(basis[rows], albedo[rows], photo[rows])
     return light
+
+
+def seen_vertices(geo: FaceGeometry, unwrapped: Unwrap, topo: MeshTopology,
+                  among: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The vertices whose colour the photo shows, of all V or of the (M,) indices ``among``: (V,) or (M,)
+    bool, seen and facing the camera, and (N, 3) float64 the crop's colour at their projections (N seen)."""
+    among = slice(None) if among is None else among
+    rows, cols, normals = topo.rows[among], topo.cols[among], unwrapped.normals_view[among]
+    seen = unwrapped.visibility[rows, cols] & (normals[:, 2] > MIN_FACING)
+    if not seen.any():  # cv2.remap refuses an empty map
+        return seen, np.zeros((0, 3))
+    xy = geo.screen[among][seen, :2].astype(np.float32) - 0.5  # crop pixel centres sit at +0.5
+    crop = np.ascontiguousarray(geo.crop.image.transpose(1, 2, 0))
+    photo = cv2.remap(crop, xy[:, None, 0], xy[:, None, 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 0]
+    return seen, photo.reshape(-1, 3).astype(np.float64)
 
 
 def relight(geo: FaceGeometry, unwrapped: Unwrap, albedo: np.ndarray, topo: MeshTopology) -> np.ndarray:
     """(9, 3) lighting for one face: ``fit_sh_lighting`` over its seen, camera-facing vertices, the photo's
     colour read from the crop at their projections and the albedo (3, S, S) at their UV pixels; p_l when
     too few are seen."""
-    seen = unwrapped.visibility[topo.rows, topo.cols] & (unwrapped.normals_view[:, 2] > MIN_FACING)
+    seen, photo = seen_vertices(geo, unwrapped, topo)
     if seen.sum() < MIN_VERTICES:
         return geo.lighting
-    xy = geo.screen[seen, :2].astype(np.float32) - 0.5  # crop pixel centres sit at +0.5
-    crop = np.ascontiguousarray(geo.crop.image.transpose(1, 2, 0))
-    photo = cv2.remap(crop, xy[:, None, 0], xy[:, None, 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 0]
     colours = albedo[:, topo.rows[seen], topo.cols[seen]].T
-    return fit_sh_lighting(photo.astype(np.float64), colours.astype(np.float64), unwrapped.normals_view[seen], geo.lighting)
+    return fit_sh_lighting(photo, colours.astype(np.float64), unwrapped.normals_view[seen], geo.lighting)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
-from service.model_store import ModelStore
+from service.model_store import ModelStore, ModelStoreError
 
+from .albedo_basis import AlbedoBasis
 from .head import HEAD_ASSET_PATH, HeadFit, HeadModel
 from .ict_mesh import IctMeshes
 from .morph import TargetSet
@@ -34,6 +35,8 @@ class MeshTopology:
     metres_per_unit: float
     # ICT's head joined to the store's face region; None for a store without ICT taps (``ict_vertex_ids``).
     head: HeadFit | None = None
+    # texture.onnx's albedo model at some vertices, for p_t fitted to the photo; None for a store without it.
+    albedo_basis: AlbedoBasis | None = None
 
     @classmethod
     def from_store(cls, store: ModelStore, head_asset: Path = HEAD_ASSET_PATH) -> "MeshTopology":
@@ -42,12 +45,21 @@ class MeshTopology:
         basis = t.get("expression_basis")
         norm = m["normalization"]
         head = head_fit(store, head_asset) if "ict_vertex_ids" in t else None
+        try:
+            albedo_basis = AlbedoBasis.from_topology(t, len(rows))
+        except ValueError as error:
+            raise ModelStoreError(f"{store.path}: {error}") from None
+        if albedo_basis is not None:
+            p_t = next(i["shape"][1] for i in store.onnx_inputs("texture") if i["name"] == "p_t")
+            if p_t != albedo_basis.size:
+                raise ModelStoreError(f"{store.path}: topology.npz's albedo basis has {albedo_basis.size} components; "
+                                      f"texture.onnx takes p_t of {p_t}")
         return cls(
             size=store.uv_size, uv_mask=t["uv_mask"], rows=rows, cols=cols, triangles=t["triangles"],
             uv_coords=t["uv_coords"], landmarks_uv=t["landmarks_uv"].astype(np.float64),
             expression_basis=basis, blendshape_names=blendshape_names(store, basis),
             center_cm=np.asarray(norm["center"], np.float64), units_per_canonical=float(norm["scale"]),
-            metres_per_unit=UNIT_METRES.get(norm.get("units", "cm"), 0.01), head=head,
+            metres_per_unit=UNIT_METRES.get(norm.get("units", "cm"), 0.01), head=head, albedo_basis=albedo_basis,
         )
 
     @property

@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--limit", type=int, help="at most this many photos per set")
     t.add_argument("--grid", type=Path, help="write a figure of (input, mesh overlay, textured render) rows here")
     t.add_argument("--grid-rows", type=int, default=6)
+    t.add_argument("--fit-albedo", type=Path, help="an albedo model npz: texture.onnx gets p_t fitted to each photo's "
+                                                  "seen skin (service.engine.albedo_fit) instead of the geometry stream's")
     t.add_argument("--out", type=Path, default=Path("reports"))
     h = sub.add_parser("sheet", help="a sheet to judge by eye: each photo's crop, then every texture mode on the "
                                      "mesh, front-on and turned 45°")
@@ -172,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         print(alignment_report(args.model, args.photos if args.photos.is_dir() else None,
                                args.aflw if args.aflw.is_dir() else None, args.limit, args.size, args.out))
     elif args.command == "texture":
-        print(texture_report(args.model, args.photos, args.aflw, args.limit, args.out, args.grid, args.grid_rows))
+        print(texture_report(args.model, args.photos, args.aflw, args.limit, args.out, args.grid, args.grid_rows,
+                             args.fit_albedo))
     else:
         tables = [aflw2000_report(args.data, args.limit, args.out, url=args.url, model_dir=args.model),
                   synthetic_report(args.model, args.size, args.out, args.albedo),
@@ -340,12 +343,13 @@ def geometry_table(results: dict[str, dict]) -> list[str]:
 
 
 def texture_report(model_dir: Path, photos: Path, aflw: Path | None, limit: int | None, out: Path,
-                   grid: Path | None = None, grid_rows: int = 6) -> str:
-    """E_pho and identity cosine per photo set and texture kind; write JSON, Markdown and the figure."""
+                   grid: Path | None = None, grid_rows: int = 6, fit_albedo: Path | None = None) -> str:
+    """E_pho and identity cosine per photo set and texture kind; write JSON, Markdown and the figure.
+    ``fit_albedo``: an albedo model npz whose p_t is fitted to each photo (``InProcessModel``'s ``albedo_model``)."""
     from . import rendered
     from .inprocess import InProcessModel
 
-    model = InProcessModel(model_dir)
+    model = InProcessModel(model_dir, albedo_model=fit_albedo)
     describe = rendered.FaceDescriptor()
     sets = {photos.name: rendered.load_photo_folder(photos, limit)}
     if aflw is not None:
@@ -357,6 +361,8 @@ def texture_report(model_dir: Path, photos: Path, aflw: Path | None, limit: int 
         rows += result.figure_rows
     text = "\n".join([
         f"# Texture: the reconstruction rendered over the photo, model {model.label}", "",
+        *([f"texture.onnx's p_t fitted to each photo's seen skin with the albedo model `{fit_albedo}` "
+           "(`service.engine.albedo_fit`), not the geometry stream's.", ""] if fit_albedo else []),
         "E_pho: mean absolute RGB difference (colour in [0, 1]) between the photo and the render over the render's "
         "mask. Identity: cosine similarity of dlib's 128-d face descriptors of the photo and of the photo with the "
         "render pasted over the face (same face box); identity distance: their Euclidean distance, dlib's own measure "

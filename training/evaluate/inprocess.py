@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service.engine.albedo_basis import AlbedoBasis, topology_arrays
+from service.engine.albedo_fit import fit_face
 from service.engine.align import Crop, crop_face
 from service.engine.asm_decode import FaceGeometry, decode_asm
 from service.engine.detect import Detector, Face, make_detector
@@ -42,7 +44,11 @@ class Reconstruction:
 class InProcessModel:
     """``model_dir``: a model-store version folder ``<root>/<name>/<version>``."""
 
-    def __init__(self, model_dir: Path, settings: Settings | None = None):
+    def __init__(self, model_dir: Path, settings: Settings | None = None, albedo_model: Path | None = None):
+        """``albedo_model``: an albedo model npz (``python -m training.albedo``) whose p_t is fitted to each
+        photo's seen skin (``service.engine.albedo_fit``) and fed to texture.onnx in place of the geometry
+        stream's p_t, for a store that lacks the basis; None keeps the service's path (the store's basis
+        when it has one)."""
         model_dir = Path(model_dir).resolve()
         base = settings or Settings()
         self.settings = base.model_copy(update={"model_store": model_dir.parents[1], "model_name": model_dir.parent.name,
@@ -57,6 +63,14 @@ class InProcessModel:
         names = [o["name"] for o in self.model.store.onnx_outputs("texture")]
         self.texture_outputs = [n for n in ("albedo", "linear_albedo") if n in names]
         self._detector: Detector | None = None
+        if albedo_model is not None:
+            self.albedo_basis = albedo_basis(albedo_model, self.topology, self.p_t_size)
+        else:
+            self.albedo_basis = self.topology.albedo_basis if s.albedo_fit else None
+
+    @property
+    def p_t_size(self) -> int:
+        return next(i["shape"][1] for i in self.model.store.onnx_inputs("texture") if i["name"] == "p_t")
 
     @property
     def label(self) -> str:
@@ -153,8 +167,11 @@ class InProcessModel:
         ``outputs``: geometry.onnx's outputs for that face's crop."""
         crop = geo.crop
         unwrapped = unwrap(geo, self.topology)
+        p_t = outputs[GEOMETRY_OUTPUTS.index("p_t")]
+        if self.albedo_basis is not None:
+            p_t = fit_face(self.albedo_basis, geo, unwrapped, self.topology, p_t[0])[None]
         return unwrapped, {
-            "p_t": outputs[GEOMETRY_OUTPUTS.index("p_t")],
+            "p_t": p_t,
             "image": crop.image[None],
             "heatmaps": heatmaps(geo.landmarks_crop, crop.size)[None],
             "uv_grid": unwrapped.uv_grid[None],
@@ -185,3 +202,15 @@ class InProcessModel:
             return self.geometry(image, None if use_detector else box, recrop_box)[3].landmarks_photo
 
         return predict
+
+
+def albedo_basis(npz: Path, topology: MeshTopology, components: int) -> AlbedoBasis:
+    """The first ``components`` of an albedo model npz (mean (3, S, S), basis (K, 3, S, S), std (K,)) as a
+    store carries them (``albedo_basis.topology_arrays``)."""
+    with np.load(npz) as d:
+        if len(d["std"]) < components:
+            raise ValueError(f"{npz} holds {len(d['std'])} albedo components; the texture graph takes p_t of {components}")
+        if d["mean"].shape[-1] != topology.size:
+            raise ValueError(f"{npz} is a {d['mean'].shape[-1]}-px albedo model; the store's UV maps are {topology.size} px")
+        arrays = topology_arrays(d["mean"], d["basis"][:components], d["std"][:components], topology.uv_mask)
+    return AlbedoBasis.from_topology(arrays, topology.vertices)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from service.engine.albedo_basis import TOPOLOGY_KEYS as ALBEDO_FIT_KEYS
 from training.facemodel import UVFaceModel
 from training.synth import CATEGORIES, SynthBatch, SynthFaceGenerator, SynthSettings
 
@@ -95,6 +96,7 @@ AlbedoPredictor = Callable[[SynthBatch], tuple[np.ndarray, np.ndarray]]
 from inputs built from the ground truth (the stream alone) or from the model's own geometry (as served)."""
 
 MEAN_ALBEDO = "mean albedo (p_t = 0; baseline)"
+FITTED = "as served, p_t fitted to the photo"
 OCCLUDED_FACES = 128  # faces with an occluder, for the error over the texels it hides
 LIT_FACES, LIGHTINGS = 32, 8  # faces rendered under each of LIGHTINGS SH lightings, for the invariance
 
@@ -186,12 +188,13 @@ def truth_fed_albedo_predictor(run: Callable[[dict[str, np.ndarray]], tuple[np.n
     return predict
 
 
-def served_albedo_predictor(model_dir: Path) -> AlbedoPredictor:
+def served_albedo_predictor(model_dir: Path, albedo_model: Path | None = None) -> AlbedoPredictor:
     """A model store's albedo as the service computes it from the face crop alone: geometry.onnx, ASM
-    decode, unwrap, texture.onnx (``InProcessModel.crop_albedo``); the synthetic image is the crop."""
+    decode, unwrap, texture.onnx (``InProcessModel.crop_albedo``); the synthetic image is the crop. With
+    ``albedo_model`` texture.onnx gets p_t fitted to the crop's seen skin instead of the geometry stream's."""
     from .inprocess import InProcessModel
 
-    model = InProcessModel(model_dir)
+    model = InProcessModel(model_dir, albedo_model=albedo_model)
 
     def predict(batch: SynthBatch):
         maps = [model.crop_albedo(image) for image in batch.image.numpy().astype(np.float32)]
@@ -251,12 +254,19 @@ def stored_albedo_errors(model_dir: Path, manifest: dict, face_model, albedo: Pa
         raise ValueError(f"{albedo} holds {have} albedo components; the texture graph takes p_t of {k}")
     predictors = {"true inputs": truth_fed_albedo_predictor(lambda feeds: session.run(["albedo", "linear_albedo"], feeds)),
                   "as served": served_albedo_predictor(model_dir)}
+    with np.load(model_dir / "topology.npz") as topology:
+        fits_p_t = ALBEDO_FIT_KEYS[0] in topology.files
+    if not fits_p_t:  # what the albedo fit would do for this store (service.engine.albedo_fit)
+        predictors[FITTED] = served_albedo_predictor(model_dir, albedo)
     results = evaluate_albedo(predictors, face_model, manifest["input_size"], albedo, k, size=n)
     first = next(iter(results.values()))
     note = (f"Mean absolute error (colour in [0, 1]) against the true albedo; albedos drawn from `{albedo}` ({k} "
             f"components) plus detail. *True inputs*: the texture graph fed from the ground-truth geometry and the "
             f"true p_t (the stream alone); *as served*: the service's path from the face crop alone (geometry.onnx, "
-            f"ASM decode, unwrap, texture.onnx). Face region, its visible and unseen parts on {n} plain faces; "
+            f"ASM decode, unwrap, {'the albedo fit, ' if fits_p_t else ''}texture.onnx)"
+            + ("" if fits_p_t else f"; *{FITTED}*: the same with texture.onnx's p_t fitted to the crop's seen skin "
+               "under the SH light (`service.engine.albedo_fit`, issue 22; the store carries no basis for it)")
+            + f". Face region, its visible and unseen parts on {n} plain faces; "
             f"*occluded*: the texels a hand, hair or glasses hides, {first['n_occluded']} faces; "
             f"*lighting change*: {first['n_lit']} faces each under the same {LIGHTINGS} SH lightings, the mean absolute difference between "
             f"two lightings' albedos (0 for a perfectly delit albedo).")

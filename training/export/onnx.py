@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.engine.albedo_basis import topology_arrays
 from training.facemodel import UVFaceModel
 from training.models import GeometryStream, NetworkConfig, TextureStream
 from training.models.pose import camera_manifest
@@ -114,6 +115,14 @@ class ExportReport:
     texture_parity: float
 
 
+def albedo_fit_arrays(texture: TextureStream, face_model: UVFaceModel) -> dict[str, np.ndarray]:
+    """The texture stream's linear albedo model at a subset of the vertices (``topology.npz``'s
+    ``albedo_fit_*``), for the service to fit p_t to the photo (``service.engine.albedo_fit``)."""
+    albedo = texture.albedo
+    return topology_arrays(albedo.mean.cpu().numpy(), albedo.basis.cpu().numpy(), albedo.std.cpu().numpy(),
+                           face_model.topology.uv_mask)
+
+
 def export_model_store(
     geometry: GeometryStream,
     texture: TextureStream,
@@ -153,7 +162,7 @@ def export_model_store(
             normalization=face_model.frame.as_dict(),
             camera=camera_manifest(),
             onnx_files={"geometry": geo_path, "texture": tex_path},
-            topology=face_model.topology.to_npz_dict(),
+            topology=face_model.topology.to_npz_dict() | albedo_fit_arrays(texture, face_model),
             evaluation={"onnx_parity_max_abs": {"geometry": geo_diff, "texture": tex_diff}, **(evaluation or {})},
             overwrite=overwrite,
         )

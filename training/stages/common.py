@@ -84,14 +84,18 @@ def geometry_loss(net_out, batch, targets: GeometryTargets, weights: GeometryLos
 def coefficient_terms(net_out, batch, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """The linear basis's terms of L_gs: squared coefficient errors (zero for a batch without true
     coefficients, such as fitted photos, whose ICT fits are pseudo-ground truth in A only) and the
-    residuals' mean square over the (S, S) UV ``mask``."""
+    residuals' mean square over the (S, S) UV ``mask`` (zero for a shape read from landmarks, which has none)."""
     zero = net_out.id_coeffs.new_zeros(())
     exp_gt, id_gt = getattr(batch, "exp_weights", None), getattr(batch, "id_coeffs", None)
-    inside = mask.sum() * 3 * net_out.id_residual.shape[0]
+    if net_out.id_residual is None:
+        residual = zero
+    else:
+        inside = mask.sum() * 3 * net_out.id_residual.shape[0]
+        residual = (net_out.id_residual.square().sum() + net_out.exp_residual.square().sum()) / inside
     return {
         "expression_weights": zero if exp_gt is None else (net_out.exp_weights - exp_gt).square().mean(),
         "identity_coefficients": zero if id_gt is None else (net_out.id_coeffs - id_gt).square().mean(),
-        "residual": (net_out.id_residual.square().sum() + net_out.exp_residual.square().sum()) / inside,
+        "residual": residual,
     }
 
 

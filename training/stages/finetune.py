@@ -63,6 +63,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from service.engine.albedo_basis import AlbedoBasis
 from training import losses
 from training.checkpoints import BestCheckpoint, load_checkpoint, save_checkpoint, stream_weights
 from training.evaluate.metrics import nme_2d
@@ -75,6 +76,7 @@ from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureS
 from training.models.pose import pose_to_camera
 from training.prefetch import Deadline, step_inputs
 from training.render import RenderSettings, render_mesh
+from training.stages.albedo_fit import fitted_p_t, stored_basis
 from training.stages.common import (VALIDATION_SEED, GeometryLossWeights, GeometryTargets, TextureInputs, geometry_loss,
                                     grown_geometry_weights, landmark_heatmaps, landmark_nmes, project_landmarks,
                                     start_checkpoint, to_device, uv_grid_from_geometry)
@@ -113,6 +115,8 @@ class FinetuneSettings:
     locate_lr_scale: float = 1.0  # the encoder's position-pooling layer learns at this multiple of the rate
     appearance_only: bool = False  # only the texture stream and the p_t/p_l head train (module docstring)
     reset_albedo_correction: bool = False  # the texture stream's output layer zeroed: it starts as the linear albedo
+    fit_albedo: bool = False  # the texture stream's p_t fitted to each photo as the service fits it (albedo_fit.py);
+    # with appearance_only the appearance head then stays the start's too, so only the texture stream trains
     exposure_range: tuple[float, float] = (0.45, 1.2)  # photo brightness factors, drawn log-uniformly
     anchor_occluder_fraction: float = 0.25  # with an albedo weight: anchor faces with a hand, hair or glasses
 
@@ -144,6 +148,9 @@ class FaceRenderer:
     """Renders the UV-grid mesh of a (B, 3, S, S) position map with a (B, 3, S, S) albedo map."""
 
     def __init__(self, model: UVFaceModel, image_size: int, device: torch.device):
+        # The albedo basis the texture stream's p_t is fitted with (``albedo_fit.fitted_p_t``), as the
+        # service fits it; None feeds the geometry stream's p_t.
+        self.albedo_fit: AlbedoBasis | None = None
         topo = model.topology
         self.rows = torch.from_numpy(topo.vertex_pixels[:, 0]).long().to(device)
         self.cols = torch.from_numpy(topo.vertex_pixels[:, 1]).long().to(device)
@@ -173,7 +180,11 @@ def albedo_from_geometry(geo, texture: TextureStream, renderer: FaceRenderer, im
     with torch.no_grad():  # where the service would look: visibility and heatmaps carry no gradient
         camera, depth_pass = renderer.render(a_full, geo.p_h)
         visible = uv_visibility(a_full, camera, depth_pass, renderer.uv_mask)
-    inputs = TextureInputs(p_t=geo.p_t, image=image, heatmaps=landmark_heatmaps(marks.detach(), size),
+    p_t = geo.p_t
+    if renderer.albedo_fit is not None:
+        p_t = fitted_p_t(renderer.albedo_fit, renderer.vertices(a_full), renderer.faces, geo.p_h, geo.p_l, image,
+                         visible[:, renderer.rows, renderer.cols], geo.p_t)
+    inputs = TextureInputs(p_t=p_t, image=image, heatmaps=landmark_heatmaps(marks.detach(), size),
                            uv_grid=uv_grid_from_geometry(a_full, geo.p_h, size), uv_visibility=visible[:, None].float())
     albedo, _, _ = texture(*inputs.as_args())
     return albedo, marks
@@ -310,7 +321,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         if geometry.appearance is None:
             raise ValueError("--appearance-only needs the geometry stream's appearance head (GeometryConfig.appearance_head)")
         geometry.requires_grad_(False)
-        geometry.appearance.requires_grad_(True)
+        # With p_t fitted to the photo the head's p_t is unused: the whole geometry stream stays the start's.
+        geometry.appearance.requires_grad_(not settings.fit_albedo)
     groups = parameter_groups(geometry, texture, settings.locate_lr_scale)
     lr_scales = [group["lr_scale"] for group in groups]  # this run's, also when resuming an older checkpoint
     opt = torch.optim.Adam(groups, lr=settings.lr)
@@ -326,6 +338,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         if settings.reset_albedo_correction:  # as stage 2 starts: I_a = I_ua, the U-Net's features kept
             torch.nn.init.zeros_(texture.out.weight), torch.nn.init.zeros_(texture.out.bias)
     renderer = FaceRenderer(face_model, g.image_size, dev)
+    if settings.fit_albedo:
+        renderer.albedo_fit = stored_basis(texture.albedo, face_model.topology.uv_mask)
     targets = GeometryTargets(face_model, dev)
     landmarks_uv = targets.landmarks_uv
     marching = JawMarching(face_model, dev) if settings.jaw_marching else None
