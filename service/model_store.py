@@ -90,6 +90,13 @@ class ModelStore:
         """The part's graph inputs as recorded: [{"name", "shape", "dtype"}, ...]."""
         return self._part(part)["inputs"]
 
+    def onnx_input(self, part: str, name: str) -> dict[str, Any]:
+        """The part's graph input ``name`` as recorded: {"name", "shape", "dtype"}; KeyError if it has none."""
+        for spec in self.onnx_inputs(part):
+            if spec["name"] == name:
+                return spec
+        raise KeyError(f"{part} has no input {name!r}")
+
     def onnx_outputs(self, part: str) -> list[dict[str, Any]]:
         """The part's graph outputs as recorded: [{"name", "shape", "dtype"}, ...]."""
         return self._part(part)["outputs"]

@@ -168,6 +168,9 @@ def test_onnx_signatures_match_the_graphs(root, onnx_files):
     store = load_model_store(write(root, onnx_files))
     assert store.parts == ("geometry", "texture")
     assert store.onnx_inputs("geometry") == [{"name": "image", "shape": ["batch", 3, INPUT, INPUT], "dtype": "float32"}]
+    assert store.onnx_input("geometry", "image") == store.onnx_inputs("geometry")[0]
+    with pytest.raises(KeyError, match="geometry has no input 'p_t'"):
+        store.onnx_input("geometry", "p_t")
     assert store.onnx_outputs("geometry") == [{"name": "position_map", "shape": ["batch", 3, S, S], "dtype": "float32"}]
     assert store.onnx_outputs("texture")[0]["name"] == "albedo_map"
     with pytest.raises(KeyError, match="no ONNX part 'normals'"):

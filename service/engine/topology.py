@@ -50,7 +50,7 @@ class MeshTopology:
         except ValueError as error:
             raise ModelStoreError(f"{store.path}: {error}") from None
         if albedo_basis is not None:
-            p_t = next(i["shape"][1] for i in store.onnx_inputs("texture") if i["name"] == "p_t")
+            p_t = store.onnx_input("texture", "p_t")["shape"][1]
             if p_t != albedo_basis.size:
                 raise ModelStoreError(f"{store.path}: topology.npz's albedo basis has {albedo_basis.size} components; "
                                       f"texture.onnx takes p_t of {p_t}")

@@ -70,7 +70,7 @@ class InProcessModel:
 
     @property
     def p_t_size(self) -> int:
-        return next(i["shape"][1] for i in self.model.store.onnx_inputs("texture") if i["name"] == "p_t")
+        return self.model.store.onnx_input("texture", "p_t")["shape"][1]
 
     @property
     def label(self) -> str:

@@ -24,7 +24,7 @@ from torch import nn
 
 from service.engine.albedo_basis import topology_arrays
 from training.facemodel import UVFaceModel
-from training.models import GeometryStream, NetworkConfig, TextureStream
+from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 from training.models.pose import camera_manifest
 
 from .half import store_weights_in_half
@@ -115,12 +115,10 @@ class ExportReport:
     texture_parity: float
 
 
-def albedo_fit_arrays(texture: TextureStream, face_model: UVFaceModel) -> dict[str, np.ndarray]:
-    """The texture stream's linear albedo model at a subset of the vertices (``topology.npz``'s
+def albedo_fit_arrays(albedo: AlbedoModel, uv_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The texture stream's linear albedo model at a subset of the ``uv_mask`` vertices (``topology.npz``'s
     ``albedo_fit_*``), for the service to fit p_t to the photo (``service.engine.albedo_fit``)."""
-    albedo = texture.albedo
-    return topology_arrays(albedo.mean.cpu().numpy(), albedo.basis.cpu().numpy(), albedo.std.cpu().numpy(),
-                           face_model.topology.uv_mask)
+    return topology_arrays(albedo.mean.cpu().numpy(), albedo.basis.cpu().numpy(), albedo.std.cpu().numpy(), uv_mask)
 
 
 def export_model_store(
@@ -162,7 +160,7 @@ def export_model_store(
             normalization=face_model.frame.as_dict(),
             camera=camera_manifest(),
             onnx_files={"geometry": geo_path, "texture": tex_path},
-            topology=face_model.topology.to_npz_dict() | albedo_fit_arrays(texture, face_model),
+            topology=face_model.topology.to_npz_dict() | albedo_fit_arrays(texture.albedo, face_model.topology.uv_mask),
             evaluation={"onnx_parity_max_abs": {"geometry": geo_diff, "texture": tex_diff}, **(evaluation or {})},
             overwrite=overwrite,
         )

@@ -8,9 +8,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.engine.albedo_basis import AlbedoBasis, topology_arrays
+from service.engine.albedo_basis import AlbedoBasis
 from service.engine.albedo_fit import fitted_albedo_coefficients
 from service.engine.relight import MIN_FACING
+from training.export.onnx import albedo_fit_arrays
 from training.models.pose import pose_to_camera
 from training.models.texture import AlbedoModel
 from training.render.shading import vertex_normals
@@ -18,8 +19,7 @@ from training.render.shading import vertex_normals
 
 def stored_basis(albedo: AlbedoModel, uv_mask: np.ndarray) -> AlbedoBasis:
     """The basis an export of this albedo model writes into ``topology.npz`` (``training.export``)."""
-    arrays = topology_arrays(albedo.mean.cpu().numpy(), albedo.basis.cpu().numpy(), albedo.std.cpu().numpy(), uv_mask)
-    return AlbedoBasis.from_topology(arrays, int(uv_mask.sum()))
+    return AlbedoBasis.from_topology(albedo_fit_arrays(albedo, uv_mask), int(uv_mask.sum()))
 
 
 @torch.no_grad()
