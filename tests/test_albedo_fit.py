@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from service.engine.albedo_basis import AlbedoBasis, topology_arrays
-from service.engine.albedo_fit import BOUND, COEFFICIENT_RIDGE, KEEP, ROUNDS, fit_albedo, fitted_albedo_coefficients
-from service.engine.relight import MIN_VERTICES, RIDGE, fit_sh_lighting
+from service.engine.albedo_fit import BOUND, COEFFICIENT_RIDGE, KEEP, LIGHT_RIDGE, ROUNDS, fit_albedo, fitted_albedo_coefficients
+from service.engine.relight import MIN_VERTICES, fit_sh_lighting
 from service.engine.texture import sh_basis
 
 
@@ -18,7 +18,7 @@ def channels(components: np.ndarray) -> np.ndarray:
 
 
 def fit_albedo_reference(photo, normals, mean, components, prior_light, ridge=COEFFICIENT_RIDGE, rounds=ROUNDS,
-                         keep=KEEP, bound=BOUND, light_ridge=RIDGE):
+                         keep=KEEP, bound=BOUND, light_ridge=LIGHT_RIDGE):
     """fit_albedo written plainly, in float64: the (3n, K) design matrix built whole every round."""
     k = components.shape[0]
     shading_basis = sh_basis(normals)
@@ -72,6 +72,26 @@ def test_the_fit_solves_what_the_plain_design_matrix_solves(keep):
     slow, slow_light = fit_albedo_reference(photo, normals, mean, components, prior, keep=keep)
     np.testing.assert_allclose(fast, slow, atol=1e-4)  # float32 products against float64 ones
     np.testing.assert_allclose(fast_light, slow_light, atol=1e-5)
+
+
+def test_a_side_light_goes_into_the_light_not_into_the_albedo():
+    """An albedo component that brightens one side of the face and a side light look alike; the light's
+    prior (the geometry's p_l) knows nothing of the side light. The fit's light ridge leaves the light
+    free enough to take it: relight's ridge, ten times stronger, puts most of it into p_t instead."""
+    from service.engine.relight import RIDGE
+
+    normals, mean, components, p_t, light, _ = scene(k=6, seed=8)
+    light[1:4] = 0.0
+    components[0] = 0.1 * normals[:, [0]] * mean  # brighter towards +x, as a light from there makes it
+    p_t[0] = 0.0
+    side = light.copy()
+    side[3] = -0.3 * light[0]  # the x term of the first SH order (sh_basis's -a1c1 * x)
+    photo = (mean + np.tensordot(p_t, components, 1)) * (sh_basis(normals) @ side)
+    free, _ = fit_albedo(photo, normals, mean, channels(components), light)
+    held, _ = fit_albedo(photo, normals, mean, channels(components), light, light_ridge=RIDGE)
+    assert LIGHT_RIDGE < RIDGE
+    assert abs(free[0]) < 0.2 * abs(held[0])
+    np.testing.assert_allclose(free[1:], p_t[1:], atol=0.05)
 
 
 def test_hair_over_the_skin_is_dropped_after_the_first_round():
@@ -210,3 +230,28 @@ def test_the_service_fits_p_t_unless_told_not_to(tmp_path_factory, kit, on):
                         box="40,30,150,140")
     assert response.status_code == 200, response.text
     assert ("albedo_fit" in response.json()["timings_ms"]) is on
+
+
+def test_fit_settings_are_scored_beside_the_services(tiny_model, tmp_path):
+    """`python -m training.evaluate albedo-fit`: each setting reaches the solver (a ridge so strong that
+    p_t stays at zero scores as the mean albedo does), the service's own row comes first, and an
+    unknown setting is refused."""
+    import json
+
+    from training.evaluate.fit_settings import fit_settings_report
+    from training.models import AlbedoModel
+
+    manifest = json.loads((tiny_model / "manifest.json").read_text())
+    k = next(i["shape"][1] for i in manifest["onnx"]["texture"]["inputs"] if i["name"] == "p_t")
+    placeholder = AlbedoModel.placeholder(k, manifest["uv_size"])
+    albedo = tmp_path / "albedo.npz"
+    np.savez(albedo, mean=placeholder.mean.numpy(), basis=placeholder.basis.numpy(), std=placeholder.std.numpy())
+    text = fit_settings_report(tiny_model, [{"ridge": 1e6}], albedo, 2, tmp_path)
+    rows = json.loads((tmp_path / "albedo-fit.json").read_text())["albedo"]
+    assert list(rows)[:2] == ["texture stream, the service's settings", "linear albedo (p_t), the service's settings"]
+    held, mean = rows["linear albedo (p_t), ridge 1e+06"], rows["mean albedo (p_t = 0; baseline)"]
+    assert abs(held["face"] - mean["face"]) < 1e-3
+    assert abs(rows["linear albedo (p_t), the service's settings"]["face"] - mean["face"]) > 1e-3
+    assert "| texture stream, ridge 1e+06 |" in text
+    with pytest.raises(ValueError, match="unknown fit settings"):
+        fit_settings_report(tiny_model, [{"ridges": 1.0}], albedo, 2, tmp_path)

@@ -411,8 +411,9 @@ def test_a_training_checkpoint_is_scored_on_the_synthetic_set_beside_the_mean_fa
 
 def test_stage_three_appearance_only_keeps_the_shape_and_trains_albedo_and_light(tmp_path, fitted, folded_store):  # noqa: F811
     """--appearance-only grows a p_t/p_l head as a copy of the PSN (the grown network computes exactly
-    what the store did), then trains only it and the texture stream against the anchor faces' albedo
-    and the exposure change: the encoder, decoders and pose head are bit for bit the store's."""
+    what the store did), then trains only it and the texture stream against the anchor faces' albedo,
+    the exposure change and the change under another lighting: the encoder, decoders and pose head are
+    bit for bit the store's."""
     from dataclasses import replace
 
     from training.models import GeometryStream
@@ -435,8 +436,8 @@ def test_stage_three_appearance_only_keeps_the_shape_and_trains_albedo_and_light
     albedo = _albedo_npz(tmp_path / "albedo.npz", cfg.texture.albedo_dim, cfg.texture.uv_size)
     run = tmp_path / "run"
     train_main(["finetune", "--steps", "2", "--config", "tiny", "--regions", "4", "--appearance-only",
-                "--albedo-weight", "10", "--exposure-weight", "10", "--batch-size", "2", "--albedo", str(albedo),
-                "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "2", "--out", str(run),
+                "--albedo-weight", "10", "--exposure-weight", "10", "--lighting-weight", "10", "--batch-size", "2",
+                "--albedo", str(albedo), "--fitted", str(fitted), "--photos", str(PHOTOS), "--validate-every", "2", "--out", str(run),
                 "--geometry-from", str(folder), "--texture-from", str(folder)])
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["config"]["geometry"]["appearance_head"] is True and state["step"] == 2
@@ -447,6 +448,7 @@ def test_stage_three_appearance_only_keeps_the_shape_and_trains_albedo_and_light
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert float(rows[-1]["albedo"]) > 0 and float(rows[-1]["exposure"]) >= 0
     assert 0 < float(rows[-1]["val_synthetic_albedo"]) < 1  # the tiny fitted set holds no validation photos
+    assert float(rows[-1]["lighting"]) > 0 and 0 < float(rows[-1]["val_synthetic_lighting_change"]) < 1
     assert (run / "best.pt").is_file()
 
 

@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="stage 3: the weight of the texture stream's albedo error on the synthetic anchor faces (issue 22)")
     parser.add_argument("--exposure-weight", type=float, default=FinetuneLossWeights.exposure,
                         help="stage 3: the weight of the change of each photo's albedo at another exposure")
+    parser.add_argument("--lighting-weight", type=float, default=FinetuneLossWeights.lighting,
+                        help="stage 3: the weight of the change of each anchor face's albedo under another SH lighting")
     parser.add_argument("--appearance-only", action="store_true",
                         help="stage 3: train only the texture stream and a p_t/p_l head grown beside the PSN "
                         "(GeometryConfig.appearance_head); shape, pose and landmarks stay the start's")
@@ -182,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
         extra = (args.extra_landmarks, args.extra_photos) if args.extra_landmarks else None
         return train_finetune(cfg, out, settings, geometry_from, texture_from, args.fitted, args.photos, args.albedo,
                               args.device, extra, FinetuneLossWeights(anchor=args.anchor_weight, albedo=args.albedo_weight,
-                                                                      exposure=args.exposure_weight), geometry_weights)
+                                                                      exposure=args.exposure_weight,
+                                                                      lighting=args.lighting_weight), geometry_weights)
 
     if args.stage == "all":
         steps = [int(n) for n in args.stage_steps.split(",")]

@@ -5,6 +5,7 @@
     python -m training.evaluate texture --model DIR --photos ../shared/eval/photos [--aflw DIR --limit N] [--grid PNG]
     python -m training.evaluate all --model DIR [--url URL] [--albedo NPZ] [--grid PNG]
     python -m training.evaluate sheet --model DIR --out docs/texture-sheet.png [--photos DIR --aflw DIR --turned N]
+    python -m training.evaluate albedo-fit --model DIR --settings JSON [--albedo NPZ --size N]
     python -m training.evaluate uv-alignment --model DIR [--photos DIR --aflw DIR --limit N --size 512]
     python -m training.evaluate boxes --model DIR [--data DIR --limit N]
     python -m training.evaluate probe --model DIR [--train-faces N --size N]
@@ -87,6 +88,13 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--grid-rows", type=int, default=6)
     e.add_argument("--out", type=Path, default=Path("reports"))
     e.add_argument("--record", action="store_true", help="also store the figures in the model's manifest (`evaluation`)")
+    f = sub.add_parser("albedo-fit", help="the albedo fit's settings against the service's, on held-out synthetic faces")
+    f.add_argument("--model", type=Path, required=True, help="a model-store version folder whose topology carries the basis")
+    f.add_argument("--settings", type=json.loads, required=True,
+                   help='a JSON list of fit_albedo keyword sets, e.g. \'[{"ridge": 1e-5}, {"light_ridge": 0.05}]\'')
+    f.add_argument("--albedo", type=Path, default=Path("data/albedo/albedo-k80.npz"), help="the albedo model the faces are drawn from")
+    f.add_argument("--size", type=int, default=64, help="held-out synthetic faces")
+    f.add_argument("--out", type=Path, default=Path("reports"))
     x = sub.add_parser("boxes", help="the detector's box against the landmark box, and the NME from each with and "
                                      "without the recrop")
     x.add_argument("--model", type=Path, required=True, help="a model-store version folder")
@@ -168,6 +176,13 @@ def main(argv: list[str] | None = None) -> None:
 
         print(sheet_report(args.model, args.photos, args.aflw if args.aflw.is_dir() else None, args.turned, args.out,
                            args.panel))
+    elif args.command == "albedo-fit":
+        from .fit_settings import fit_settings_report
+
+        try:
+            print(fit_settings_report(args.model, args.settings, args.albedo, args.size, args.out))
+        except ValueError as error:
+            parser.error(f"albedo-fit: {error}")
     elif args.command == "uv-alignment":
         from .uv_alignment import alignment_report
 

@@ -44,11 +44,13 @@ class Reconstruction:
 class InProcessModel:
     """``model_dir``: a model-store version folder ``<root>/<name>/<version>``."""
 
-    def __init__(self, model_dir: Path, settings: Settings | None = None, albedo_model: Path | None = None):
+    def __init__(self, model_dir: Path, settings: Settings | None = None, albedo_model: Path | None = None,
+                 fit_solver: dict[str, float] | None = None):
         """``albedo_model``: an albedo model npz (``python -m training.albedo``) whose p_t is fitted to each
         photo's seen skin (``service.engine.albedo_fit``) and fed to texture.onnx in place of the geometry
         stream's p_t, for a store that lacks the basis; None keeps the service's path (the store's basis
-        when it has one)."""
+        when it has one). ``fit_solver``: that fit's settings where they differ from the service's
+        (``albedo_fit.fit_face``)."""
         model_dir = Path(model_dir).resolve()
         base = settings or Settings()
         self.settings = base.model_copy(update={"model_store": model_dir.parents[1], "model_name": model_dir.parent.name,
@@ -63,6 +65,7 @@ class InProcessModel:
         names = [o["name"] for o in self.model.store.onnx_outputs("texture")]
         self.texture_outputs = [n for n in ("albedo", "linear_albedo") if n in names]
         self._detector: Detector | None = None
+        self.fit_solver = dict(fit_solver or {})
         if albedo_model is not None:
             self.albedo_basis = albedo_basis(albedo_model, self.topology, self.p_t_size)
         else:
@@ -169,7 +172,7 @@ class InProcessModel:
         unwrapped = unwrap(geo, self.topology)
         p_t = outputs[GEOMETRY_OUTPUTS.index("p_t")]
         if self.albedo_basis is not None:
-            p_t = fit_face(self.albedo_basis, geo, unwrapped, self.topology, p_t[0])[None]
+            p_t = fit_face(self.albedo_basis, geo, unwrapped, self.topology, p_t[0], **self.fit_solver)[None]
         return unwrapped, {
             "p_t": p_t,
             "image": crop.image[None],

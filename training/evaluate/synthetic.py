@@ -188,13 +188,15 @@ def truth_fed_albedo_predictor(run: Callable[[dict[str, np.ndarray]], tuple[np.n
     return predict
 
 
-def served_albedo_predictor(model_dir: Path, albedo_model: Path | None = None) -> AlbedoPredictor:
+def served_albedo_predictor(model_dir: Path, albedo_model: Path | None = None,
+                            fit_solver: dict[str, float] | None = None) -> AlbedoPredictor:
     """A model store's albedo as the service computes it from the face crop alone: geometry.onnx, ASM
     decode, unwrap, texture.onnx (``InProcessModel.crop_albedo``); the synthetic image is the crop. With
-    ``albedo_model`` texture.onnx gets p_t fitted to the crop's seen skin instead of the geometry stream's."""
+    ``albedo_model`` texture.onnx gets p_t fitted to the crop's seen skin instead of the geometry stream's;
+    ``fit_solver``: that fit's settings where they differ from the service's."""
     from .inprocess import InProcessModel
 
-    model = InProcessModel(model_dir, albedo_model=albedo_model)
+    model = InProcessModel(model_dir, albedo_model=albedo_model, fit_solver=fit_solver)
 
     def predict(batch: SynthBatch):
         maps = [model.crop_albedo(image) for image in batch.image.numpy().astype(np.float32)]

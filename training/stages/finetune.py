@@ -42,13 +42,15 @@ Adaptations, each for a reason:
   the texture stream's albedo, computed from the geometry stream's own output as the service does,
   against their true albedo (L_rec); each anchor face is darkened or brightened by a random exposure,
   its true lighting scaled with it, so that exposure is taught to be light; and each photo's albedo is
-  held to that of a copy at another exposure. With ``--appearance-only`` (needs the geometry stream's
+  held to that of a copy at another exposure; with ``--lighting-weight`` each anchor face's albedo is
+  also held to that of the same face rendered under another SH lighting (and exposure), as the synthetic
+  report's lighting change measures it. With ``--appearance-only`` (needs the geometry stream's
   appearance head) only the texture stream and the geometry stream's p_t/p_l head train: the encoder,
   the ASM decoders and the pose head are frozen, so shape and landmarks stay exactly the start's.
   ``--reset-albedo-correction`` zeroes the texture stream's output layer first, so that it starts
   again from the linear albedo at p_t, as stage 2 does, rather than from a stream that copies photos.
-  ``best.pt`` then goes by the sum of the synthetic albedo error, the real photometric error and the
-  real exposure change.
+  ``best.pt`` then goes by the sum of the synthetic albedo error, the real photometric error, the
+  real exposure change and the synthetic lighting change (fixed faces under two fixed lightings).
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class FinetuneLossWeights:
     anchor: float = 1.0  # stage 1's L_gs on a synthetic batch (see the module docstring)
     albedo: float = 0.0  # L_rec of the anchor faces' albedo against their true albedo (issue 22)
     exposure: float = 0.0  # each photo's albedo against that of a copy at another exposure (squared error)
+    lighting: float = 0.0  # each anchor face's albedo against that of the same face under another SH lighting
 
 
 @dataclass(frozen=True)
@@ -255,10 +258,11 @@ VALIDATION_EXPOSURE = 0.55  # the darkening of issue 22's measurement through th
 
 @torch.no_grad()
 def validate_appearance(geometry, texture, renderer, real: FittedPhotos, faces: list[SynthBatch], landmarks_uv,
-                        batch_size: int, device) -> dict[str, float]:
+                        batch_size: int, device, lit: list[SynthBatch] = ()) -> dict[str, float]:
     """Whether the albedo is an albedo: its mean absolute error against the truth on fixed synthetic faces
-    (inputs from the geometry stream, as the service builds them), and how much it changes on held-out
-    photos darkened to ``VALIDATION_EXPOSURE`` (both over the UV face mask, colours in [0, 1])."""
+    (inputs from the geometry stream, as the service builds them), how much it changes on held-out
+    photos darkened to ``VALIDATION_EXPOSURE``, and between ``lit``'s two renders of the same faces under
+    two lightings (all over the UV face mask, colours in [0, 1])."""
     geometry.eval(), texture.eval()
     mask = renderer.uv_mask
     errors, changes = [], []
@@ -272,8 +276,13 @@ def validate_appearance(geometry, texture, renderer, real: FittedPhotos, faces: 
         bright, _ = albedo_from_geometry(geometry(image), texture, renderer, image, landmarks_uv)
         darker, _ = albedo_from_geometry(geometry(dark), texture, renderer, dark, landmarks_uv)
         changes.append(float((bright - darker).abs().mean(1)[:, mask].mean()))
+    out = {"val_synthetic_albedo": float(np.mean(errors))} | ({"val_real_exposure_change": float(np.mean(changes))} if changes else {})
+    if len(lit) == 2:
+        first, second = (albedo_from_geometry(geometry(b.image), texture, renderer, b.image, landmarks_uv)[0]
+                         for b in (to_device(b, device) for b in lit))
+        out["val_synthetic_lighting_change"] = float((first - second).abs().mean(1)[:, mask].mean())
     geometry.train(), texture.train()
-    return {"val_synthetic_albedo": float(np.mean(errors))} | ({"val_real_exposure_change": float(np.mean(changes))} if changes else {})
+    return out
 
 
 @torch.no_grad()
@@ -349,13 +358,15 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
     real = FittedPhotos(fitted, photos, g.image_size)
     more = LandmarkedPhotos(extra[0], extra[1], g.image_size, jitter=jitter) if extra else None
     real_val = FittedPhotos(fitted, photos, g.image_size, split="validation")
-    keeps_albedo = weights.albedo > 0 or weights.exposure > 0
+    keeps_albedo = weights.albedo > 0 or weights.exposure > 0 or weights.lighting > 0
     if keeps_albedo:  # the anchor faces also train the albedo: cluttered as stage 2's, behind and in front
         anchor_faces = SynthSettings(image_size=g.image_size, occluder_fraction=settings.anchor_occluder_fraction)
         gen = SynthFaceGenerator(face_model, anchor_faces, albedo, g.albedo_dim,
                                  backgrounds=photo_patches(photos, settings.background_patches, g.image_size, settings.seed))
         plain = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
         albedo_val = [plain.batch(VALIDATION_SEED, i, settings.batch_size) for i in range(4)]
+        lit_val = [plain.batch(VALIDATION_SEED, 0, settings.batch_size, lighting=light.expand(settings.batch_size, -1))
+                   for light in SynthFaceGenerator.sample_lighting(np.random.default_rng(VALIDATION_SEED), 2)]
     else:
         gen = SynthFaceGenerator(face_model, SynthSettings(image_size=g.image_size), albedo, g.albedo_dim)
     profiled, profiled_val = None, []
@@ -375,7 +386,8 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
         if new_log:
             log.writerow(["step", "seconds", "total", "pixel", "landmark", "anchor", "albedo", "exposure",
                           "val_real_landmark_nme", "val_real_photometric", "val_profiled_landmark_nme",
-                          "val_synthetic_albedo", "val_real_exposure_change"])
+                          "val_synthetic_albedo", "val_real_exposure_change", "lighting",
+                          "val_synthetic_lighting_change"])
         start, deadline = time.time(), Deadline(settings.minutes)
         bar = tqdm(total=settings.steps, initial=step, desc="stage 3 fine-tune", unit="step")
         geometry.train(), texture.train()
@@ -390,13 +402,19 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
             photos_k = (torch.cat([b.image for b in parts]), torch.cat([b.landmarks for b in parts]))
             turned = profiled.batch(settings.seed + 4, k, settings.profiled_batch_size) if profiled is not None else None
             synthetic = gen.batch(settings.seed + 3, k, settings.anchor_batch_size)
+            relit = None
+            if weights.lighting > 0:  # the same faces (same seed) under another light
+                light = SynthFaceGenerator.sample_lighting(rng, settings.anchor_batch_size)
+                relit = exposed_faces(gen.batch(settings.seed + 3, k, settings.anchor_batch_size, lighting=light),
+                                      exposure_factors(rng, settings.anchor_batch_size, settings.exposure_range))
             if keeps_albedo:
                 synthetic = exposed_faces(synthetic, exposure_factors(rng, settings.anchor_batch_size, settings.exposure_range))
                 photos_k = (*photos_k, exposure_factors(rng, len(photos_k[0]), settings.exposure_range))
-            return photos_k, synthetic, turned
+            return photos_k, synthetic, relit, turned
 
         uv_face = renderer.uv_mask[None, None]
-        for step, ((image, landmarks, *factors), synthetic, turned) in step_inputs(make, step, settings.steps, settings.workers):
+        for step, ((image, landmarks, *factors), synthetic, relit, turned) in step_inputs(make, step, settings.steps,
+                                                                                           settings.workers):
             image, landmarks = image.to(dev), landmarks.to(dev)
             _, albedo, shaded, marks = reconstruct(geometry, texture, renderer, image, landmarks_uv, marching)
             terms = finetune_loss(image, landmarks, shaded, marks, weights)
@@ -409,6 +427,10 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                 other = exposed(image, factors[0].to(dev))
                 other_albedo, _ = albedo_from_geometry(geometry(other), texture, renderer, other, landmarks_uv)
                 terms["exposure"] = losses.reconstruction_loss(other_albedo, albedo.detach(), uv_face)
+            if relit is not None:
+                relit = to_device(relit, dev)
+                relit_albedo, _ = albedo_from_geometry(geometry(relit.image), texture, renderer, relit.image, landmarks_uv)
+                terms["lighting"] = losses.reconstruction_loss(relit_albedo, synthetic_albedo.detach(), uv_face)
             if turned is not None:
                 turned = to_device(turned, dev)
                 terms["anchor"] = terms["anchor"] + geometry_loss(geometry(turned.image), turned, targets, anchor_weights)["total"]
@@ -426,9 +448,10 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                                     marching) if validating else {}
             if validating and keeps_albedo:
                 val |= validate_appearance(geometry, texture, renderer, real_val, albedo_val, landmarks_uv,
-                                           settings.batch_size, dev)
+                                           settings.batch_size, dev, lit_val)
                 val["val_appearance"] = sum(val.get(k, 0.0) for k in ("val_synthetic_albedo", "val_real_photometric",
-                                                                      "val_real_exposure_change"))
+                                                                      "val_real_exposure_change",
+                                                                      "val_synthetic_lighting_change"))
             if validating and profiled_val:
                 val["val_profiled_landmark_nme"] = profiled_nme(geometry, profiled_val, landmarks_uv, dev)
                 if "val_real_landmark_nme" in val:
@@ -438,7 +461,9 @@ def train_finetune(cfg: NetworkConfig, out: Path, settings: FinetuneSettings, ge
                                                                  ("total", "pixel", "landmark", "anchor", "albedo", "exposure")]
                 log.writerow(row + [val.get(k, "") for k in ("val_real_landmark_nme", "val_real_photometric",
                                                               "val_profiled_landmark_nme", "val_synthetic_albedo",
-                                                              "val_real_exposure_change")])
+                                                              "val_real_exposure_change")]
+                             + [terms["lighting"].item() if "lighting" in terms else "",
+                                val.get("val_synthetic_lighting_change", "")])
                 log_file.flush()
                 bar.set_postfix(loss=f"{terms['total'].item():.4f}")
             state = dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), optimizer=opt.state_dict(),
