@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Output
     default_texture_size: int = Field(512, ge=16)
     max_texture_size: int = Field(2048, ge=16)
+    # `albedo` and `shaded` above the network's map size carry the photo's fine detail, a luminance ratio
+    # (service.engine.texture.photo_detail); off: the map resized alone.
+    texture_detail: bool = True
     # JPEG encodes a 512^2 texture in ~1 ms where PNG takes ~50-100 ms; glTF reads both.
     glb_texture_format: Literal["jpeg", "png"] = "jpeg"
     max_batch_images: int = Field(8, ge=1)

@@ -125,7 +125,7 @@ def test_scores_of_a_known_reconstruction_on_a_real_photo(neutral_map, topology)
     from service.engine.align import crop_face
     from service.engine.unwrap import unwrap
     from training.evaluate.inprocess import Reconstruction
-    from training.evaluate.rendered import FLAT, STREAM, FaceDescriptor, Render, score_renders, texture_renders
+    from training.evaluate.rendered import FLAT, SERVED, STREAM, FaceDescriptor, Render, score_renders, texture_renders
 
     photo = photo_with_landmarks("einstein")
     geo = placed_face(neutral_map, topology, crop_face(photo.image, photo.box, 32, 1.6))
@@ -137,6 +137,10 @@ def test_scores_of_a_known_reconstruction_on_a_real_photo(neutral_map, topology)
     assert set(scores) == {STREAM, FLAT} and reference.shape == (128,)
     for s in scores.values():
         assert s["pixels"] > 2000 and 0 < s["e_pho"] < 0.5 and 0 < s["identity"] <= 1 + 1e-9
+    # The served texture, here the same grey at 128², renders as the stream's map does.
+    served = texture_renders(rec, topology, photo.image, np.full((128, 128, 3), 153, np.uint8))
+    assert set(served) == set(renders) | {SERVED}
+    np.testing.assert_allclose(served[SERVED].image, served[STREAM].image, atol=0.003)
     base = renders[STREAM]
     own = Render(base.window, base.photo_part(photo.image) / 255.0, base.mask)
     same = score_renders(photo.image, photo.box, {STREAM: own}, describe)[0][STREAM]
@@ -158,7 +162,7 @@ def test_texture_cli_on_the_tiny_store_writes_tables_and_grid(store, tmp_path):
     from PIL import Image
 
     from training.evaluate.__main__ import main
-    from training.evaluate.rendered import FLAT, LINEAR, STREAM
+    from training.evaluate.rendered import FLAT, LINEAR, SERVED, STREAM
 
     grid = tmp_path / "docs" / "grid.png"
     main(["texture", "--model", str(store), "--photos", str(two_photos(tmp_path)), "--out", str(tmp_path / "reports"),
@@ -167,7 +171,7 @@ def test_texture_cli_on_the_tiny_store_writes_tables_and_grid(store, tmp_path):
     s = report["sets"]["photos"]
     assert report["model"] == {"name": "tiny", "version": "0.0.1"} and "cores" in report["machine"]
     assert s["n"] == 2 and s["scored"] == 2 and set(s["per_photo"]) == {"einstein", "takeo"}
-    assert set(s["per_photo"]["takeo"]["scores"]) == {STREAM, LINEAR, FLAT}
+    assert set(s["per_photo"]["takeo"]["scores"]) == {STREAM, LINEAR, SERVED, FLAT}
     assert s["per_photo"]["takeo"]["box_from"] == "landmarks"
     text = (tmp_path / "reports" / "texture.md").read_text()
     assert f"| photos | 2 / 2 | {STREAM} |" in text and LINEAR in text

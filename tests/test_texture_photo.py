@@ -1,5 +1,6 @@
 """The `photo` texture's blend: the photo where the surface is seen facing the camera, the albedo fill
-where it is not, and a ramp between them with no step (on a known placed face, turned)."""
+where it is not, and a ramp between them with no step; the photo's detail that `albedo` and `shaded`
+carry above the map's size (on a known placed face, turned)."""
 
 import numpy as np
 import pytest
@@ -71,3 +72,109 @@ def test_feathering_softens_the_seam_the_switch_leaves(placed, tiny_topology):
     assert figures[False]["edge_contrast"] > 1.5 > figures[True]["edge_contrast"] * 1.2
     # The step across is the colour mismatch, which feathering spreads but the fill's gain shrinks.
     assert figures[True]["step"] < figures[False]["step"]
+
+
+def textured_photo(seed: int) -> np.ndarray:
+    """(300, 300, 3) uint8: fine grey texture between about 80 and 200 (a skin's pores at photo scale)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    grey = cv2.GaussianBlur(rng.uniform(80, 200, (300, 300)).astype(np.float32), (0, 0), 1.5)
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def expected_colour(photo: np.ndarray, placed, topology) -> np.ndarray:
+    """(S, S, 3) in [0, 1]: a reconstruction that explains ``photo`` at the map's scale (its colour
+    unwrapped at S), as the texture stream and the refitted light do on skin they agree with."""
+    from service.engine.texture import sample_photo
+
+    geo, unwrapped = placed
+    return sample_photo(photo, unwrapped, geo, topology.size).astype(np.float64) / 255.0
+
+
+def test_detail_is_the_photos_own_and_ignores_its_exposure(placed, tiny_topology):
+    """The factor carries the photo's fine texture where the photo is trusted, and the same photo
+    darkened to 55 % (its reconstruction darkened alike, as relight does) gives the same factor."""
+    from service.engine.texture import photo_detail, photo_weight
+
+    geo, unwrapped = placed
+    size = 4 * tiny_topology.size
+    photo = textured_photo(2)
+    dark = (photo * 0.55 + 0.5).astype(np.uint8)
+    bright = photo_detail(photo, unwrapped, geo, tiny_topology, size, expected_colour(photo, placed, tiny_topology))
+    dimmed = photo_detail(dark, unwrapped, geo, tiny_topology, size, expected_colour(dark, placed, tiny_topology))
+    trusted = photo_weight(unwrapped, tiny_topology, size) > 0.99
+    assert bright[trusted].std() > 0.02  # detail, not a constant
+    assert np.abs(bright - dimmed)[trusted].mean() < 0.01  # a ratio: the darkening cancels (to rounding)
+
+
+def test_a_flat_photo_or_a_small_texture_has_no_detail(placed, tiny_topology):
+    from service.engine.texture import photo_detail
+
+    geo, unwrapped = placed
+    flat = np.full((300, 300, 3), 150, np.uint8)
+    expected = expected_colour(flat, placed, tiny_topology)
+    np.testing.assert_allclose(photo_detail(flat, unwrapped, geo, tiny_topology, 128, expected), 1.0, atol=1e-3)
+    photo = textured_photo(3)
+    small = photo_detail(photo, unwrapped, geo, tiny_topology, tiny_topology.size, expected_colour(photo, placed, tiny_topology))
+    assert (small == 1.0).all()
+
+
+def test_detail_stays_out_where_the_photo_shows_what_the_reconstruction_does_not(placed, tiny_topology):
+    """A dark bar across the photo (the frame of a pair of glasses) that the reconstruction's colour
+    leaves out: no detail on the bar or at its rim; the photo's texture elsewhere."""
+    from service.engine.texture import photo_detail, photo_positions, photo_weight
+
+    geo, unwrapped = placed
+    size = 4 * tiny_topology.size
+    photo = textured_photo(4)
+    expected = expected_colour(photo, placed, tiny_topology)  # the face without the frame
+    y = photo_positions(unwrapped, geo, size)[..., 1]
+    rows = np.percentile(y[photo_weight(unwrapped, tiny_topology, size) > 0.99], [40, 60])
+    framed = photo.copy()
+    framed[int(rows[0]):int(rows[1])] = 25
+    factor = photo_detail(framed, unwrapped, geo, tiny_topology, size, expected)
+    plain = photo_detail(photo, unwrapped, geo, tiny_topology, size, expected)
+    trusted = photo_weight(unwrapped, tiny_topology, size) > 0.99
+    on_bar = trusted & (y > rows[0] + 2) & (y < rows[1] - 2)
+    away = trusted & ((y < rows[0] - 25) | (y > rows[1] + 25))
+    assert on_bar.sum() > 100 and away.sum() > 100
+    assert np.abs(factor[on_bar] - 1.0).max() < 0.02
+    # Beside the bar the photo's local mean is pulled down by it: detail kept there would be a bright halo.
+    rim = trusted & (((y > rows[0] - 8) & (y < rows[0] - 2)) | ((y > rows[1] + 2) & (y < rows[1] + 8)))
+    assert rim.sum() > 50 and np.abs(factor[rim] - 1.0).mean() < 0.005  # (the mirror side's detail may reach a few)
+    assert factor[away].std() > 0.02 and np.abs(factor - plain)[away].mean() < 1e-3  # the texture, as without the bar
+
+
+def test_compose_without_detail_is_the_map_resized(placed, tiny_topology):
+    """detail=False: the map resized alone; with detail, an albedo whose shading explains the photo
+    (the agreement holds) takes on the photo's texture."""
+    from service.engine.texture import compose_texture, resize, view_shading
+
+    geo, unwrapped = placed
+    photo = textured_photo(5)
+    shading = np.clip(view_shading(geo, unwrapped, tiny_topology), 0.05, None)
+    albedo = np.clip(expected_colour(photo, placed, tiny_topology) / shading, 0, 1).transpose(2, 0, 1)
+    size = 4 * tiny_topology.size
+    plain = compose_texture("albedo", albedo, geo, unwrapped, tiny_topology, photo, size, detail=False)
+    np.testing.assert_array_equal(plain, (np.clip(resize(albedo.transpose(1, 2, 0), size), 0, 1) * 255 + 0.5).astype(np.uint8))
+    detailed = compose_texture("albedo", albedo, geo, unwrapped, tiny_topology, photo, size)
+    assert np.abs(detailed.astype(int) - plain).max() > 10
+
+
+def test_the_far_side_of_a_turned_head_takes_the_seen_sides_detail(placed, tiny_topology):
+    """The layout is left-right symmetric, so a texel the photo does not show takes its mirror texel's
+    detail where that one is seen: the far cheek is as sharp as the near one, not a smooth patch."""
+    from service.engine.mirror import mirror_ready
+    from service.engine.texture import photo_detail, photo_weight
+
+    assert mirror_ready(tiny_topology)
+    geo, unwrapped = placed
+    size = 4 * tiny_topology.size
+    photo = textured_photo(6)
+    factor = photo_detail(photo, unwrapped, geo, tiny_topology, size, expected_colour(photo, placed, tiny_topology))
+    weight = photo_weight(unwrapped, tiny_topology, size)
+    far = (weight == 0) & (weight[:, ::-1] > 0.99)
+    assert far.sum() > 500
+    np.testing.assert_allclose(factor[far], factor[:, ::-1][far], atol=1e-6)
+    assert factor[far].std() > 0.02

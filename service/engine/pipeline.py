@@ -190,7 +190,8 @@ class Engine:
                 geos = [replace(g, lighting=relight(g, u, albedo[i], self.topology))
                         for i, (g, u) in enumerate(zip(geos, unwrapped))]
         with timer("compose"):
-            textures = [compose_texture(options.texture.value, albedo[i], g, u, self.topology, photo, texture_size)
+            textures = [compose_texture(options.texture.value, albedo[i], g, u, self.topology, photo, texture_size,
+                                        self.settings.texture_detail)
                         for i, (g, u) in enumerate(zip(geos, unwrapped))]
             # The eyeballs of ICT's topology: their iris colour read off the photo at the eye landmarks.
             eyes = [eye_texture(iris_colour(photo, g.landmarks_photo)) if self.topology.ict is not None else None

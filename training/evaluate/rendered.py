@@ -13,7 +13,9 @@ photo and texture kind (paper Sec. IV-D):
   dlib's own measure (below 0.6: the same person, by dlib's threshold).
 
 Texture kinds: the texture stream's albedo shaded with p_l, the linear albedo from p_t shaded with
-p_l (what the texture stream adds is the difference), and a reference that paints the face region
+p_l (what the texture stream adds is the difference), the ``albedo`` texture as the service serves it
+(composed at the default texture size, with the photo's detail: ``service.engine.texture``) shaded
+with p_l, which is what a user's ``shaded`` texture shows, and a reference that paints the face region
 in the photo's own mean colour there.
 """
 
@@ -33,6 +35,7 @@ from service.engine.asm_decode import FaceGeometry
 from service.engine.decode import decode_image
 from service.engine.detect import dlib_model_path
 from service.engine.recrop import Box, landmark_box
+from service.engine.texture import compose_texture, resize
 from service.engine.topology import MeshTopology
 from training.render import RenderSettings, TexturesUV, WeakPerspectiveCamera, render_mesh
 
@@ -40,7 +43,8 @@ from .inprocess import InProcessModel, Reconstruction
 from .metrics import cosine_similarity, photometric_error
 
 STREAM, LINEAR, FLAT = "albedo × shading", "linear albedo (p_t) × shading", "flat mean colour (reference)"
-TEXTURE_KINDS = (STREAM, LINEAR, FLAT)
+SERVED = "served albedo (with the photo's detail) × shading"
+TEXTURE_KINDS = (STREAM, LINEAR, SERVED, FLAT)
 CLAY = "clay"  # the untextured mesh under a fixed light, for the overlay figure
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".webp")
 # A soft frontal light from slightly above, for the untextured "clay" overlay: (9, 3) SH, blue-grey.
@@ -128,18 +132,25 @@ def render_in_photo(geo: FaceGeometry, topo: MeshTopology, photo_hw: tuple[int, 
     return Render(window, out.image[0].double().numpy(), out.mask[0].numpy())
 
 
-def texture_renders(rec: Reconstruction, topo: MeshTopology, photo: np.ndarray) -> dict[str, Render]:
+def texture_renders(rec: Reconstruction, topo: MeshTopology, photo: np.ndarray,
+                    served: np.ndarray | None = None) -> dict[str, Render]:
     """Each texture kind rendered over the photo (H, W, 3) uint8, colour clipped to [0, 1], and the
-    untextured clay render (``CLAY``) for figures.
+    untextured clay render (``CLAY``) for figures. ``served``: (T, T, 3) uint8, the ``albedo`` texture
+    the service composes (``SERVED``), or None to leave that kind out.
 
     One rasterization serves all: the textures are stacked as channels with p_l repeated per texture
-    (shading is per channel), since rasterizing a face-sized window dominates the cost.
+    (shading is per channel), since rasterizing a face-sized window dominates the cost; the maps are
+    resized to the served texture's size for that (bilinear, as the renderer samples them).
     """
     geo = rec.geometry
     maps = {STREAM: rec.albedo}
     if rec.linear_albedo is not None:
         maps[LINEAR] = rec.linear_albedo
-    maps[CLAY] = np.ones_like(rec.albedo)
+    if served is not None:
+        size = served.shape[0]
+        maps = {kind: resize(m.transpose(1, 2, 0), size).transpose(2, 0, 1) for kind, m in maps.items()}
+        maps[SERVED] = served.transpose(2, 0, 1) / 255.0
+    maps[CLAY] = np.ones_like(maps[STREAM])
     lights = [CLAY_LIGHT if kind == CLAY else geo.lighting for kind in maps]
     stacked = render_in_photo(geo, topo, photo.shape[:2], np.concatenate(list(maps.values())), np.concatenate(lights, 1))
     renders = {kind: Render(stacked.window, np.clip(stacked.image[..., 3 * i:3 * i + 3], 0.0, 1.0), stacked.mask)
@@ -244,7 +255,10 @@ def evaluate_photos(model: InProcessModel, photos: list[Photo], describe: FaceDe
         except LookupError as error:  # the service would answer 422: counted, not scored
             failures.append(f"{p.name}: {error}")
             continue
-        renders = texture_renders(rec, model.topology, p.image)
+        s = model.settings
+        served = compose_texture("albedo", rec.albedo, rec.geometry, rec.unwrapped, model.topology, p.image,
+                                 s.default_texture_size, s.texture_detail)
+        renders = texture_renders(rec, model.topology, p.image, served)
         scores, reference = score_renders(p.image, rec.box, renders, describe)
         per_photo[p.name] = {"box": [round(v, 2) for v in rec.box], "box_from": rec.box_from, "scores": scores}
         references.append(reference)
@@ -280,7 +294,8 @@ def figure_panels(photo: np.ndarray, box: Box, renders: dict[str, Render], crop_
         crop = crop_face(image, box, panel, crop_scale)
         return (crop.image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
 
-    return [square(photo), square(renders[CLAY].over(photo, alpha=0.75)), square(renders[STREAM].over(photo))]
+    shown = renders.get(SERVED, renders[STREAM])  # what a user sees, where the caller composed it
+    return [square(photo), square(renders[CLAY].over(photo, alpha=0.75)), square(shown.over(photo))]
 
 
 def write_grid(rows: list[tuple[str, list[np.ndarray]]], path: Path,
