@@ -178,3 +178,23 @@ def test_the_far_side_of_a_turned_head_takes_the_seen_sides_detail(placed, tiny_
     assert far.sum() > 500
     np.testing.assert_allclose(factor[far], factor[:, ::-1][far], atol=1e-6)
     assert factor[far].std() > 0.02
+
+
+def test_the_detail_is_resolved_at_the_photos_own_scale(tiny_topology, kit):
+    """detail_size: about one photo pixel per texel, so the same face twice as large in the photo needs
+    twice the size; never below 2 S nor above the size asked for."""
+    from service.engine.align import Crop
+    from service.engine.texture import detail_size
+    from service.engine.unwrap import unwrap
+    from test_evaluate_texture import placed_face
+    from training.facemodel import UVFaceModel
+
+    neutral = UVFaceModel.build(tiny_topology.size, kit).identity_map().transpose(2, 0, 1)
+    sizes = {}
+    for step in (3.0, 6.0, 12.0):
+        geo = placed_face(neutral, tiny_topology, Crop(np.zeros((3, 64, 64), np.float32), (0.0, 0.0), step), yaw=0.3)
+        sizes[step] = detail_size(unwrap(geo, tiny_topology), geo, tiny_topology, 4096)
+    assert all(s % 2 == 0 and 2 * tiny_topology.size <= s for s in sizes.values())
+    assert sizes[6.0] == pytest.approx(2 * sizes[3.0], rel=0.05) and sizes[12.0] == pytest.approx(4 * sizes[3.0], rel=0.05)
+    geo = placed_face(neutral, tiny_topology, Crop(np.zeros((3, 64, 64), np.float32), (0.0, 0.0), 12.0), yaw=0.3)
+    assert detail_size(unwrap(geo, tiny_topology), geo, tiny_topology, 100) == 100

@@ -133,7 +133,11 @@ def photo_detail(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: 
     s = topo.size
     if size <= s:
         return np.ones((size, size), np.float32)
-    luma = sample_photo(cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY), unwrapped, geo, size).astype(np.float32)
+    if (resolved := detail_size(unwrapped, geo, topo, size)) < size:  # no finer than the photo holds
+        factor = photo_detail(photo, unwrapped, geo, topo, resolved, expected)
+        return cv2.resize(factor, (size, size), interpolation=cv2.INTER_LINEAR)
+    # Sampled, then made grey: the texels are fewer than a large photo's pixels.
+    luma = cv2.cvtColor(sample_photo(photo, unwrapped, geo, size), cv2.COLOR_RGB2GRAY).astype(np.float32)
     weight = photo_weight(unwrapped, topo, size).astype(np.float32)
     mean = local_mean(luma, weight, DETAIL_SIGMA * size / s)
     ratio = np.clip(luma / np.maximum(mean, 1.0), *DETAIL_RANGE)  # luma in 0-255: below 1 is black either way
@@ -145,6 +149,20 @@ def photo_detail(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: 
     if mirror_ready(topo):  # where the photo is not trusted, the other side's detail if it is seen
         deviation += (1.0 - trust) * deviation[:, ::-1]
     return 1.0 + deviation
+
+
+def detail_size(unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology, size: int) -> int:
+    """The texture size (even, from 2 S up to ``size``) at which a seen texel spans about one photo pixel:
+    the photo holds nothing finer, so :func:`photo_detail` is computed there and resized. A face 250
+    photo pixels across needs about 300², not 512², and a 2048² request costs what that size does."""
+    s = topo.size
+    xy = geo.crop.to_photo((unwrapped.uv_grid.astype(np.float64) + 1.0) * geo.crop.size / 2.0)  # (S, S, 2)
+    seen = unwrapped.visibility & topo.uv_mask
+    across = seen[:, 1:] & seen[:, :-1]
+    if not across.any():
+        return size
+    pixels_per_map_texel = float(np.median(np.linalg.norm(np.diff(xy, axis=1), axis=-1)[across]))
+    return int(min(size, max(2 * s, 2 * math.ceil(pixels_per_map_texel * s / 2))))
 
 
 def local_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
