@@ -160,6 +160,13 @@ def test_compose_without_detail_is_the_map_resized(placed, tiny_topology):
     np.testing.assert_array_equal(plain, (np.clip(resize(albedo.transpose(1, 2, 0), size), 0, 1) * 255 + 0.5).astype(np.uint8))
     detailed = compose_texture("albedo", albedo, geo, unwrapped, tiny_topology, photo, size)
     assert np.abs(detailed.astype(int) - plain).max() > 10
+    # `photo` is the photo where it is trusted whole, and its fill, the detailed albedo, elsewhere.
+    from service.engine.texture import photo_weight
+
+    weight = photo_weight(unwrapped, tiny_topology, size)
+    filled = [compose_texture("photo", albedo, geo, unwrapped, tiny_topology, photo, size, d).astype(int) for d in (True, False)]
+    assert np.abs(filled[0] - filled[1])[weight > 0.999].max() <= 1
+    assert np.abs(filled[0] - filled[1])[weight == 0].max() > 5
 
 
 def test_the_far_side_of_a_turned_head_takes_the_seen_sides_detail(placed, tiny_topology):

@@ -4,8 +4,9 @@
 lighting (p_l, fixed relative to the camera, so normals are taken in the view frame); ``photo`` is
 the photo itself unwrapped into UV at the output resolution, with unseen texels from the albedo.
 
-The stream's map is S x S (128²), coarser than a face in most photos, so ``albedo`` and ``shaded`` at a
-larger size also carry the photo's *detail* (:func:`photo_detail`): at each seen texel, the photo's
+The stream's map is S x S (128²), coarser than a face in most photos, so the albedo at a larger size (in
+all three modes: ``photo`` fills what the photo does not show with it) also carries the photo's *detail*
+(:func:`photo_detail`): at each seen texel, the photo's
 luminance over its local mean at the scale of one map texel. A ratio, it is unchanged when the photo is
 darkened or brightened as a whole and nearly so under a smooth change of light, so the albedo stays
 delit; it holds the pores, brows, lashes and lip lines the map is too coarse for.
@@ -45,10 +46,11 @@ def compose_texture(kind: str, albedo: np.ndarray, geo: FaceGeometry, unwrapped:
                     photo: np.ndarray, size: int, detail: bool = True) -> np.ndarray:
     """(size, size, 3) uint8 texture in the UV layout (row 0 = top = v near 1).
 
-    albedo: (3, S, S) float in [0, 1], the texture graph's output for this face. ``detail``: ``albedo``
-    and ``shaded`` times :func:`photo_detail` (False: the map resized alone).
+    albedo: (3, S, S) float in [0, 1], the texture graph's output for this face. ``detail``: the albedo
+    (``albedo``, ``shaded``'s albedo and ``photo``'s fill where the photo is not seen) times
+    :func:`photo_detail` (False: the map resized alone).
     """
-    if detail and kind in ("albedo", "shaded") and size > topo.size:
+    if detail and size > topo.size:
         expected = albedo.transpose(1, 2, 0) * np.clip(view_shading(geo, unwrapped, topo), 0.0, None)
         # 512² x 3 products: float32 halves them
         base = cv2.resize(albedo.transpose(1, 2, 0).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)

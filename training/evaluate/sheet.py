@@ -38,7 +38,7 @@ MIN_TURNED_YAW = 40.0  # degrees, |yaw| of the AFLW2000-3D heads picked as "turn
 class SheetRow:
     label: str
     panels: list[np.ndarray]  # (P, P, 3) uint8: the crop, then per texture kind one per view yaw
-    seam: dict[str, dict | None]  # the `photo` texture's seam figures, feathered and as the plain switch
+    seam: dict[str, dict | None]  # the `photo` texture's seam figures: as served, feathered over the plain map, the switch
 
 
 def column_titles(kinds: tuple[str, ...] = TEXTURE_KINDS, yaws: tuple[float, ...] = VIEW_YAWS) -> tuple[str, ...]:
@@ -87,7 +87,10 @@ def sheet_row(model: InProcessModel, photo: Photo, panel: int, rec: Reconstructi
     fill = resize(rec.albedo.transpose(1, 2, 0), texture_size)
     seam = {name: seam_figures(unwrap_photo(photo.image, rec.unwrapped, geo, texture_size, fill, topo, feather),
                                rec.unwrapped.visibility, topo.uv_mask)
-            for name, feather in (("feathered", True), ("switch", False))}
+            for name, feather in (("feathered over the plain map", True), ("switch", False))}
+    served = compose_texture("photo", rec.albedo, geo, rec.unwrapped, topo, photo.image, texture_size,
+                             model.settings.texture_detail)
+    seam = {"as served": seam_figures(served, rec.unwrapped.visibility, topo.uv_mask)} | seam
     return SheetRow(f"{photo.name} (yaw {round(yaw) or 0:+d}°)", panels, seam)
 
 
@@ -135,9 +138,10 @@ def sheet_report(model_dir: Path, photos: Path, aflw: Path | None, turned: int, 
 
 
 def seam_summary(rows: list[SheetRow]) -> str:
-    """The `photo` texture's seam over the rows that have one: feathered against the plain switch."""
+    """The `photo` texture's seam over the rows that have one: as served (feathered, the fill with the
+    photo's detail), feathered over the plain resized map, and the plain switch."""
     lines = []
-    for name in ("feathered", "switch"):
+    for name in ("as served", "feathered over the plain map", "switch"):
         figures = [r.seam[name] for r in rows if r.seam[name] is not None]
         if figures:
             mean = {k: float(np.mean([f[k] for f in figures])) for k in ("edge_contrast", "step", "own_step")}
