@@ -56,8 +56,9 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray, corners: sparse.
     """(V, 3) area-weighted unit normals; triangles are counter-clockwise seen from outside. ``corners``:
     ``corner_sum(triangles, V)``, which a mesh's requests share (``MeshTopology.corner_sum``); made here
     when not given."""
-    tri = vertices[triangles]
-    face = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    x, y, z = (np.ascontiguousarray(vertices[:, i])[triangles.T] for i in range(3))  # (3, F): as zbuffer
+    ux, uy, uz, vx, vy, vz = x[1] - x[0], y[1] - y[0], z[1] - z[0], x[2] - x[0], y[2] - y[0], z[2] - z[0]
+    face = np.stack([uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx], 1)  # np.cross's terms, in its order
     summed = (corner_sum(triangles, len(vertices)) if corners is None else corners) @ face
     return summed / np.maximum(np.linalg.norm(summed, axis=1, keepdims=True), 1e-12)
 
@@ -67,45 +68,47 @@ def zbuffer(points: np.ndarray, triangles: np.ndarray, res: int) -> np.ndarray:
 
     ``points``: (V, 3) x, y in cell units (cell (i, j) covers [j, j+1) x [i, i+1)), depth (smaller =
     nearer). Triangles are grouped by how many cells their bounding box spans so that each group is
-    one vectorised barycentric test over a k x k window.
-    """
+    one vectorised barycentric test over a k x k window. Each corner's x, y and depth are kept as
+    contiguous (F,) rows, which numpy works through faster than the strided columns of an (F, 3, 3)
+    array."""
     buffer = np.full(res * res, np.inf)
-    tri = points[triangles]  # (F, 3, 3)
-    a, b, c = tri[:, 0, :2], tri[:, 1, :2], tri[:, 2, :2]  # elementwise min/max: numpy reduces a 3-long axis slowly
-    lo = np.ceil(np.minimum(np.minimum(a, b), c) - 0.5).astype(np.int64)  # first cell whose centre may be inside
-    hi = np.floor(np.maximum(np.maximum(a, b), c) - 0.5).astype(np.int64)
-    lo, hi = np.maximum(lo, 0), np.minimum(hi, res - 1)
-    span = np.maximum(hi[:, 0] - lo[:, 0], hi[:, 1] - lo[:, 1]) + 1
+    corners = triangles.T  # (3, F): a fancy index of this shape gathers contiguous rows
+    x, y, z = (np.ascontiguousarray(points[:, i])[corners] for i in range(3))  # (3, F) each
+    lo_x = np.maximum(np.ceil(np.minimum(np.minimum(x[0], x[1]), x[2]) - 0.5).astype(np.int64), 0)
+    lo_y = np.maximum(np.ceil(np.minimum(np.minimum(y[0], y[1]), y[2]) - 0.5).astype(np.int64), 0)
+    hi_x = np.minimum(np.floor(np.maximum(np.maximum(x[0], x[1]), x[2]) - 0.5).astype(np.int64), res - 1)
+    hi_y = np.minimum(np.floor(np.maximum(np.maximum(y[0], y[1]), y[2]) - 0.5).astype(np.int64), res - 1)
+    span = np.maximum(hi_x - lo_x, hi_y - lo_y) + 1
     widest, k = int(span.max(initial=0)), 1
     while True:
         group = np.flatnonzero((span > k // 2) & (span <= k)) if k > 1 else np.flatnonzero(span == 1)
         if len(group):
-            _rasterize_group(buffer, tri[group], lo[group], k, res)
+            _rasterize_group(buffer, x[:, group], y[:, group], z[:, group], lo_x[group], lo_y[group], k, res)
         if k >= widest:
             break
         k *= 2
     return buffer.reshape(res, res)
 
 
-def _rasterize_group(buffer: np.ndarray, tri: np.ndarray, lo: np.ndarray, k: int, res: int) -> None:
-    offsets = np.stack(np.meshgrid(np.arange(k), np.arange(k), indexing="xy"), -1).reshape(-1, 2)
-    cells = lo[:, None, :] + offsets[None]  # (G, k*k, 2) (col, row)
-    centre = cells + 0.5
-    a, b, c = tri[:, 0, None, :2], tri[:, 1, None, :2], tri[:, 2, None, :2]
-    area = _cross2(b - a, c - a)  # (G, 1)
+def _rasterize_group(buffer: np.ndarray, x: np.ndarray, y: np.ndarray, z: np.ndarray, lo_x: np.ndarray,
+                     lo_y: np.ndarray, k: int, res: int) -> None:
+    """G triangles, their corners' (3, G) ``x``, ``y`` and depth ``z``, each tested at the k x k cell
+    centres from (``lo_x``, ``lo_y``) (G,): the depth wherever a centre is inside, folded into ``buffer``."""
+    off_x, off_y = np.meshgrid(np.arange(k), np.arange(k), indexing="xy")
+    col = lo_x[:, None] + off_x.reshape(1, -1)  # (G, k*k)
+    row = lo_y[:, None] + off_y.reshape(1, -1)
+    px, py = col + 0.5, row + 0.5
+    (ax, bx, cx), (ay, by, cy) = (x[:, :, None]), (y[:, :, None])  # each (G, 1)
+    area = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
     ok = np.abs(area) > 1e-12
     safe = np.where(ok, area, 1.0)
-    w0 = _cross2(b - centre, c - centre) / safe
-    w1 = _cross2(c - centre, a - centre) / safe
+    w0 = ((bx - px) * (cy - py) - (by - py) * (cx - px)) / safe
+    w1 = ((cx - px) * (ay - py) - (cy - py) * (ax - px)) / safe
     w2 = 1.0 - w0 - w1
-    inside = ok & (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & (cells[..., 0] < res) & (cells[..., 1] < res)
-    depth = w0 * tri[:, 0, None, 2] + w1 * tri[:, 1, None, 2] + w2 * tri[:, 2, None, 2]
-    flat = cells[..., 1] * res + cells[..., 0]
+    inside = ok & (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & (col < res) & (row < res)
+    depth = w0 * z[0][:, None] + w1 * z[1][:, None] + w2 * z[2][:, None]
+    flat = row * res + col
     np.minimum.at(buffer, flat[inside], depth[inside])
-
-
-def _cross2(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
 
 
 def heatmaps(landmarks_crop: np.ndarray, size: int, sigma_at_128: float = 1.5) -> np.ndarray:
