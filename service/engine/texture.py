@@ -132,12 +132,17 @@ def photo_detail(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: 
     detail fills in where this side's is not trusted (the far cheek of a turned head). ``expected``:
     (S, S, 3) the reconstruction's own colour at the map's resolution, albedo times shading in [0, 1].
     At ``size`` <= S there is nothing finer than the map to add: all ones."""
-    s = topo.size
-    if size <= s:
+    if size <= topo.size:
         return np.ones((size, size), np.float32)
-    if (resolved := detail_size(unwrapped, geo, topo, size)) < size:  # no finer than the photo holds
-        factor = photo_detail(photo, unwrapped, geo, topo, resolved, expected)
-        return cv2.resize(factor, (size, size), interpolation=cv2.INTER_LINEAR)
+    resolved = detail_size(unwrapped, geo, topo, size)  # no finer than the photo holds
+    factor = _detail_at(photo, unwrapped, geo, topo, resolved, expected)
+    return factor if resolved == size else cv2.resize(factor, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _detail_at(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology, size: int,
+               expected: np.ndarray) -> np.ndarray:
+    """:func:`photo_detail`'s factor computed at ``size``."""
+    s = topo.size
     # Sampled, then made grey: the texels are fewer than a large photo's pixels.
     luma = cv2.cvtColor(sample_photo(photo, unwrapped, geo, size), cv2.COLOR_RGB2GRAY).astype(np.float32)
     weight = photo_weight(unwrapped, topo, size).astype(np.float32)
