@@ -257,11 +257,12 @@ def bleed(texture: np.ndarray, uv_mask: np.ndarray) -> np.ndarray:
     vertices sit on them), where the maps hold nothing the network was trained to predict; this is the
     texture's clamp-to-edge."""
     moved, source = _bleed_moves(texture.shape[0], uv_mask.shape[0], uv_mask.tobytes())
-    flat = texture.reshape(-1, texture.shape[-1])
-    out = flat.copy()
-    # Only the texels outside move (a 2D fancy index of all T^2 texels cost 4-6 ms at 512).
-    out[moved] = np.take(flat, source, axis=0)
-    return out.reshape(texture.shape)
+    out = np.ascontiguousarray(texture).copy()
+    # Only the texels outside move (a 2D fancy index of all T^2 texels cost 4-6 ms at 512), each as one
+    # item of its channels' bytes (1.5 -> 0.9 ms at 512² against a row gather of (T^2, 3)).
+    texels = out.view(np.dtype((np.void, out.shape[-1] * out.itemsize))).reshape(-1)
+    texels[moved] = texels[source]
+    return out
 
 
 @functools.lru_cache(maxsize=8)
