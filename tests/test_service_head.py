@@ -175,3 +175,41 @@ def test_a_region_beyond_the_asset_s_bases_is_refused(uv_models):
                     expression=head.expression[:, keep])
     with pytest.raises(HeadAssetError, match="no bases"):
         HeadFit.build(short, model.topology.to_npz_dict(), 64, model.frame.center, model.frame.scale)
+
+
+def box_problems(seed: int, count: int = 40):
+    """Square upper-triangular systems like the fit's (a Cholesky factor of a gram with a prior on its
+    diagonal), right-hand sides from small to far beyond the box, so that from none to most weights sit
+    at a bound."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        a = rng.standard_normal((80, 53))
+        r = np.linalg.cholesky(a.T @ a + 0.5 * np.eye(53)).T
+        inside = rng.uniform(0.05, 0.95, 53)  # an optimum inside the box, pushed out by a growing margin
+        yield r, r @ (0.5 + (inside - 0.5) * (1.0 + 4.0 * i / count))
+
+
+def test_the_active_set_solver_finds_bvls_optimum():
+    """unit_box_least_squares against scipy's bvls, the reference it replaced (and falls back to)."""
+    from scipy.optimize import lsq_linear
+
+    from service.engine.head import unit_box_least_squares
+
+    at_bounds = []
+    for r, d in box_problems(7):
+        w = unit_box_least_squares(r, d)
+        reference = np.clip(lsq_linear(r, d, bounds=(0.0, 1.0), method="bvls").x, 0.0, 1.0)
+        assert w.min() >= 0.0 and w.max() <= 1.0
+        np.testing.assert_allclose(w, reference, atol=1e-8)
+        at_bounds.append(np.mean((w == 0.0) | (w == 1.0)))
+    assert min(at_bounds) < 0.2 and max(at_bounds) > 0.6  # the cases span few to most weights bounded
+
+
+def test_the_active_set_solver_falls_back_to_bvls():
+    from scipy.optimize import lsq_linear
+
+    from service.engine.head import unit_box_least_squares
+
+    r, d = next(box_problems(8, 1))
+    reference = np.clip(lsq_linear(r, d, bounds=(0.0, 1.0), method="bvls").x, 0.0, 1.0)
+    np.testing.assert_array_equal(unit_box_least_squares(r, d, max_steps=0), reference)
