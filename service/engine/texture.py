@@ -116,11 +116,11 @@ def sample_photo(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, size: 
 
 # The detail is what one texel of the network's S x S map cannot hold: the photo against its Gaussian
 # mean of this many map texels. Wider copies the photo's shading gradients too (AFLW2000 dev, 40
-# photos, before the agreement test: identity 0.917 without detail, 0.943 at 1 texel, 0.951 at 2). The ratio is clipped, so a
-# specular highlight or a dark frame of glasses marks the albedo only so far.
+# photos, before the agreement test: identity 0.917 without detail, 0.943 at 1 texel, 0.951 at 2).
+# The ratio is clipped, so a specular highlight or a dark frame of glasses marks the albedo only so far.
 DETAIL_SIGMA = 1.0
 DETAIL_RANGE = (0.6, 1.6)
-_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601, as the photo's JPEG stores luminance
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601, the weights of cv2.COLOR_RGB2GRAY
 
 
 def photo_detail(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology, size: int,
