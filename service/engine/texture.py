@@ -50,8 +50,10 @@ def compose_texture(kind: str, albedo: np.ndarray, geo: FaceGeometry, unwrapped:
     (``albedo``, ``shaded``'s albedo and ``photo``'s fill where the photo is not seen) times
     :func:`photo_detail` (False: the map resized alone).
     """
-    if detail and size > topo.size:
-        expected = albedo.transpose(1, 2, 0) * np.clip(view_shading(geo, unwrapped, topo), 0.0, None)
+    with_detail = detail and size > topo.size
+    shading = view_shading(geo, unwrapped, topo) if kind == "shaded" or with_detail else None  # once for both uses
+    if with_detail:
+        expected = albedo.transpose(1, 2, 0) * np.clip(shading, 0.0, None)
         # 512² x 3 products: float32 halves them
         base = cv2.resize(albedo.transpose(1, 2, 0).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
         base *= photo_detail(photo, unwrapped, geo, topo, size, expected)[..., None]
@@ -60,7 +62,7 @@ def compose_texture(kind: str, albedo: np.ndarray, geo: FaceGeometry, unwrapped:
     if kind == "albedo":
         out = base
     elif kind == "shaded":
-        out = base * np.clip(resize(view_shading(geo, unwrapped, topo), size), 0.0, None)
+        out = base * np.clip(resize(shading, size), 0.0, None)
     elif kind == "photo":
         out = unwrap_photo(photo, unwrapped, geo, size, base, topo)
     else:
@@ -163,7 +165,7 @@ def detail_size(unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology, size: 
     the photo holds nothing finer, so :func:`photo_detail` is computed there and resized. A face 250
     photo pixels across needs about 300², not 512², and a 2048² request costs what that size does."""
     s = topo.size
-    xy = geo.crop.to_photo((unwrapped.uv_grid.astype(np.float64) + 1.0) * geo.crop.size / 2.0)  # (S, S, 2)
+    xy = photo_positions(unwrapped, geo, s)  # (S, S, 2)
     seen = unwrapped.visibility & topo.uv_mask
     across = seen[:, 1:] & seen[:, :-1]
     if not across.any():

@@ -78,7 +78,9 @@ def sheet_row(model: InProcessModel, photo: Photo, panel: int, rec: Reconstructi
     """One photo's row; ``rec`` when already reconstructed. LookupError where the service finds no face."""
     rec = rec or model.reconstruct(photo.image, photo.box)
     geo, topo = rec.geometry, model.topology
-    textures = [compose_texture(kind, rec.albedo, geo, rec.unwrapped, topo, photo.image, texture_size) for kind in kinds]
+    detail = model.settings.texture_detail
+    textures = [compose_texture(kind, rec.albedo, geo, rec.unwrapped, topo, photo.image, texture_size, detail)
+                for kind in kinds]
     views = {yaw: render_textures(geo.vertices_full, topo, textures, panel, yaw) for yaw in yaws}
     crop = crop_face(photo.image, rec.box, panel, model.settings.crop_scale)
     panels = [(crop.image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)]
@@ -88,8 +90,8 @@ def sheet_row(model: InProcessModel, photo: Photo, panel: int, rec: Reconstructi
     seam = {name: seam_figures(unwrap_photo(photo.image, rec.unwrapped, geo, texture_size, fill, topo, feather),
                                rec.unwrapped.visibility, topo.uv_mask)
             for name, feather in (("feathered over the plain map", True), ("switch", False))}
-    served = compose_texture("photo", rec.albedo, geo, rec.unwrapped, topo, photo.image, texture_size,
-                             model.settings.texture_detail)
+    served = (textures[kinds.index("photo")] if "photo" in kinds else
+              compose_texture("photo", rec.albedo, geo, rec.unwrapped, topo, photo.image, texture_size, detail))
     seam = {"as served": seam_figures(served, rec.unwrapped.visibility, topo.uv_mask)} | seam
     return SheetRow(f"{photo.name} (yaw {round(yaw) or 0:+d}°)", panels, seam)
 
