@@ -205,3 +205,98 @@ def test_the_detail_is_resolved_at_the_photos_own_scale(tiny_topology, kit):
     assert sizes[6.0] == pytest.approx(2 * sizes[3.0], rel=0.05) and sizes[12.0] == pytest.approx(4 * sizes[3.0], rel=0.05)
     geo = placed_face(neutral, tiny_topology, Crop(np.zeros((3, 64, 64), np.float32), (0.0, 0.0), 12.0), yaw=0.3)
     assert detail_size(unwrap(geo, tiny_topology), geo, tiny_topology, 100) == 100
+
+
+def skin_photo(seed: int) -> np.ndarray:
+    """(300, 300, 3) uint8: :func:`textured_photo` in a skin's colour (more red than green than blue)."""
+    return (textured_photo(seed) * np.array([1.0, 0.75, 0.6]) + 0.5).astype(np.uint8)
+
+
+def patched(photo: np.ndarray, placed, topology, colour) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``photo`` with a square of ``colour`` over the middle of the seen face, and the texels (S, S) well
+    inside the square and well away from it, in map texels (both where the photo is trusted whole and
+    outside the brows, eyes and mouth, which the skin test leaves alone)."""
+    from scipy import ndimage
+
+    from service.engine.texture import _eyes_and_mouth, photo_positions, photo_weight
+
+    geo, unwrapped = placed
+    xy = photo_positions(unwrapped, geo, topology.size)
+    trusted = photo_weight(unwrapped, topology, topology.size) > 0.99
+    (x0, x1), (y0, y1) = (np.percentile(xy[..., i][trusted], [25, 75]) for i in (0, 1))
+    trusted &= ~_eyes_and_mouth(topology.size, topology.landmarks_uv.tobytes())
+    out = photo.copy()
+    out[int(y0):int(y1), int(x0):int(x1)] = colour
+    on_patch = (xy[..., 0] > x0) & (xy[..., 0] < x1) & (xy[..., 1] > y0) & (xy[..., 1] < y1)
+    # Beyond the test's reach (its local mean, its erosion and the ramp between) on either side.
+    inside = trusted & (ndimage.distance_transform_edt(on_patch) > 2)
+    away = trusted & (ndimage.distance_transform_edt(~on_patch) > 6)
+    return out, inside, away
+
+
+@pytest.mark.parametrize("colour", [(40, 200, 220), (15, 15, 15)], ids=["a blue sky", "a black microphone"])
+def test_photo_takes_the_fill_where_the_photo_shows_what_is_not_skin(placed, tiny_topology, colour):
+    """A patch the reconstruction does not have, of another hue or far darker than skin: `photo` shows
+    the fill there, not the patch, and elsewhere the photo as without the patch; without the skin test
+    the patch is copied (the texture before)."""
+    from service.engine.texture import skin_trust, unwrap_photo
+
+    geo, unwrapped = placed
+    s = tiny_topology.size
+    photo = skin_photo(7)
+    expected = expected_colour(photo, placed, tiny_topology)  # the face without the patch
+    covered, inside, away = patched(photo, placed, tiny_topology, colour)
+    assert inside.sum() >= 4 and away.sum() > 50
+    trust = skin_trust(covered, unwrapped, geo, tiny_topology, expected)
+    assert trust[inside].max() < 0.01 and trust[away].min() > 0.99
+    fill = np.full((s, s, 3), 0.5)
+    served = unwrap_photo(covered, unwrapped, geo, s, fill, tiny_topology, trust=trust)
+    before = unwrap_photo(covered, unwrapped, geo, s, fill, tiny_topology)
+    clean = unwrap_photo(photo, unwrapped, geo, s, fill, tiny_topology)
+    patch = np.array(colour) / 255.0
+    assert np.abs(before[inside] - patch).max() < 0.02  # copied without the test
+    assert np.abs(served[inside] - patch).mean(-1).min() > 0.15  # not copied with it: the fill, matched in colour
+    np.testing.assert_allclose(served[inside], np.broadcast_to(served[inside][0], served[inside].shape), atol=1e-6)
+    # Away from the patch: the photo, as without it (the fill's colour match is the only other change).
+    assert np.abs(served[away] - clean[away]).max() < 0.01
+
+
+def test_the_skin_test_ignores_the_photos_exposure_and_tint(placed, tiny_topology):
+    """The face darkened to 55 % and warmed, its reconstruction unchanged: trusted everywhere it is seen,
+    as the photo itself is."""
+    from service.engine.texture import photo_weight, skin_trust
+
+    geo, unwrapped = placed
+    photo = skin_photo(8)
+    expected = expected_colour(photo, placed, tiny_topology)
+    seen = photo_weight(unwrapped, tiny_topology, tiny_topology.size) > 0
+    for changed in (photo, np.clip(photo * np.array([0.55 * 1.1, 0.55, 0.55 * 0.85]) + 0.5, 0, 255).astype(np.uint8)):
+        trust = skin_trust(changed, unwrapped, geo, tiny_topology, expected)
+        assert trust[seen].min() > 0.99
+
+
+def test_local_mean_of_colours_is_each_channels_own(placed, tiny_topology):
+    from service.engine.texture import local_mean
+
+    rng = np.random.default_rng(9)
+    colour = rng.uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    weight = rng.uniform(0, 1, (64, 64)).astype(np.float32)
+    for sigma in (1.0, 3.0):  # at full resolution, and at half
+        together = local_mean(colour, weight, sigma)
+        np.testing.assert_allclose(together, np.stack([local_mean(colour[..., c], weight, sigma) for c in range(3)], -1),
+                                   rtol=1e-5, atol=1e-3)
+
+
+def test_the_skin_test_leaves_the_eyes_brows_and_mouth_to_the_photo(placed, tiny_topology):
+    """A blue photo (no skin's hue anywhere): trusted nowhere but over the brows, eyes and mouth, where
+    the photo's dark lashes, blue irises and white teeth are the face's own."""
+    from service.engine.texture import _eyes_and_mouth, photo_weight, skin_trust
+
+    geo, unwrapped = placed
+    s = tiny_topology.size
+    expected = expected_colour(skin_photo(10), placed, tiny_topology)
+    trust = skin_trust(np.full((300, 300, 3), (60, 110, 200), np.uint8), unwrapped, geo, tiny_topology, expected)
+    features = _eyes_and_mouth(s, tiny_topology.landmarks_uv.tobytes())
+    seen = photo_weight(unwrapped, tiny_topology, s) > 0
+    assert features.sum() > 20 and (seen & ~features).sum() > 100
+    assert (trust[features] == 1.0).all() and trust[seen & ~features].max() == 0.0

@@ -43,20 +43,24 @@ def sh_basis(normals: np.ndarray) -> np.ndarray:
 
 
 def compose_texture(kind: str, albedo: np.ndarray, geo: FaceGeometry, unwrapped: Unwrap, topo: MeshTopology,
-                    photo: np.ndarray, size: int, detail: bool = True) -> np.ndarray:
+                    photo: np.ndarray, size: int, detail: bool = True, skin_test: bool = True) -> np.ndarray:
     """(size, size, 3) uint8 texture in the UV layout (row 0 = top = v near 1).
 
     albedo: (3, S, S) float in [0, 1], the texture graph's output for this face. ``detail``: the albedo
     (``albedo``, ``shaded``'s albedo and ``photo``'s fill where the photo is not seen) times
-    :func:`photo_detail` (False: the map resized alone).
+    :func:`photo_detail` (False: the map resized alone). ``skin_test``: neither the detail nor ``photo``
+    copies what :func:`skin_trust` finds is not the face's skin (False: the photo wherever seen, as
+    before the test; the evaluation's baseline).
     """
     with_detail = detail and size > topo.size
-    shading = view_shading(geo, unwrapped, topo) if kind == "shaded" or with_detail else None  # once for both uses
+    needs_shading = kind in ("shaded", "photo") or with_detail
+    shading = view_shading(geo, unwrapped, topo) if needs_shading else None  # once for every use
+    expected = albedo.transpose(1, 2, 0) * np.clip(shading, 0.0, None) if needs_shading else None
+    skin = skin_trust(photo, unwrapped, geo, topo, expected) if skin_test and (with_detail or kind == "photo") else None
     if with_detail:
-        expected = albedo.transpose(1, 2, 0) * np.clip(shading, 0.0, None)
         # 512² x 3 products: float32 halves them
         base = cv2.resize(albedo.transpose(1, 2, 0).astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-        base *= photo_detail(photo, unwrapped, geo, topo, size, expected)[..., None]
+        base *= photo_detail(photo, unwrapped, geo, topo, size, expected, skin)[..., None]
     else:
         base = resize(albedo.transpose(1, 2, 0), size)
     if kind == "albedo":
@@ -64,7 +68,7 @@ def compose_texture(kind: str, albedo: np.ndarray, geo: FaceGeometry, unwrapped:
     elif kind == "shaded":
         out = base * np.clip(resize(shading, size), 0.0, None)
     elif kind == "photo":
-        out = unwrap_photo(photo, unwrapped, geo, size, base, topo)
+        out = unwrap_photo(photo, unwrapped, geo, size, base, topo, trust=skin)
     else:
         raise ValueError(f"unknown texture kind {kind!r}")
     return (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -79,10 +83,12 @@ def view_shading(geo: FaceGeometry, unwrapped: Unwrap, topo: MeshTopology) -> np
 
 
 def unwrap_photo(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, size: int, fill: np.ndarray,
-                 topo: MeshTopology, feather: bool = True) -> np.ndarray:
+                 topo: MeshTopology, feather: bool = True, trust: np.ndarray | None = None) -> np.ndarray:
     """The full-resolution photo sampled at each texel's projected position, blended by
     :func:`photo_weight` into ``fill`` (size, size, 3), which is first scaled per channel to the photo's
-    mean colour over the well-seen texels so that the two meet at the same brightness.
+    mean colour over the well-seen texels so that the two meet at the same brightness. ``trust``: (S, S)
+    in [0, 1] at the map's resolution (:func:`skin_trust`), which the weight is multiplied by after the
+    fill's colour is matched: where it is 0 the texel is the fill's.
 
     ``feather=False``: the plain switch by the resized visibility, unscaled fill (before issue 22; the
     seam figures' baseline)."""
@@ -99,6 +105,8 @@ def unwrap_photo(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, size: 
     gain = np.ones(3)
     if well_seen.any():
         gain = colour[::step, ::step][well_seen].mean(0) / np.maximum(fill[::step, ::step][well_seen].mean(0), 1e-3)
+    if trust is not None:
+        weight *= cv2.resize(trust.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
     out = fill.astype(np.float32)
     out *= np.clip(gain, 0.25, 4.0).astype(np.float32)
     colour -= out
@@ -126,23 +134,24 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # Rec. 601, the weights of 
 
 
 def photo_detail(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology, size: int,
-                 expected: np.ndarray) -> np.ndarray:
+                 expected: np.ndarray, skin: np.ndarray | None = None) -> np.ndarray:
     """(size, size) float32 factor, 1 where the photo is not trusted: the photo's luminance at each texel
     over its local mean (a Gaussian of ``DETAIL_SIGMA`` map texels, weighted by :func:`photo_weight` so
     that neither the background nor the unseen side enters it), clipped to ``DETAIL_RANGE`` and faded
     in by that weight and by :func:`agreement`; for a left-right symmetric layout, the mirror side's
     detail fills in where this side's is not trusted (the far cheek of a turned head). ``expected``:
     (S, S, 3) the reconstruction's own colour at the map's resolution, albedo times shading in [0, 1].
+    ``skin``: (S, S) :func:`skin_trust`, which the trust is multiplied by too (None: no such test).
     At ``size`` <= S there is nothing finer than the map to add: all ones."""
     if size <= topo.size:
         return np.ones((size, size), np.float32)
     resolved = detail_size(unwrapped, geo, topo, size)  # no finer than the photo holds
-    factor = _detail_at(photo, unwrapped, geo, topo, resolved, expected)
+    factor = _detail_at(photo, unwrapped, geo, topo, resolved, expected, skin)
     return factor if resolved == size else cv2.resize(factor, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _detail_at(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology, size: int,
-               expected: np.ndarray) -> np.ndarray:
+               expected: np.ndarray, skin: np.ndarray | None = None) -> np.ndarray:
     """:func:`photo_detail`'s factor computed at ``size``."""
     s = topo.size
     # Sampled, then made grey: the texels are fewer than a large photo's pixels.
@@ -152,8 +161,10 @@ def _detail_at(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: Me
     ratio = np.clip(luma / np.maximum(mean, 1.0), *DETAIL_RANGE)  # luma in 0-255: below 1 is black either way
     # The agreement is a test at the map's scale, so it is made there (a sixteenth of the texels at 512²).
     coarse = cv2.resize(mean, (s, s), interpolation=cv2.INTER_AREA)
-    trust = weight * cv2.resize(agreement(coarse, expected.astype(np.float32) @ (255.0 * _LUMA)), (size, size),
-                                interpolation=cv2.INTER_LINEAR)
+    agreed = agreement(coarse, expected.astype(np.float32) @ (255.0 * _LUMA))
+    if skin is not None:
+        agreed *= skin
+    trust = weight * cv2.resize(agreed, (size, size), interpolation=cv2.INTER_LINEAR)
     deviation = trust * (ratio - 1.0)
     if mirror_ready(topo):  # where the photo is not trusted, the other side's detail if it is seen
         deviation += (1.0 - trust) * deviation[:, ::-1]
@@ -175,18 +186,21 @@ def detail_size(unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology, size: 
 
 
 def local_mean(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
-    """(T, T) float32: the ``weight``-weighted Gaussian mean of ``values`` (T, T) at ``sigma`` texels.
+    """(T, T) or (T, T, C) float32: the ``weight`` (T, T)-weighted Gaussian mean of ``values`` (T, T) or
+    (T, T, C), each channel alone, at ``sigma`` texels.
     Blurred at half the resolution when ``sigma`` is 2 or more, at a quarter of the cost (1 ms at 512²):
     on the trusted texels of six eval photos' luminance at 512², sigma 4, within 0.11-0.25 grey levels
     of the full-resolution mean on average (0.5-1.3 at the 99th percentile)."""
     t = values.shape[0]
     half = sigma >= 2.0 and t % 2 == 0
+    per_texel = weight if values.ndim == 2 else weight[..., None]
     if half:
-        values, weight = (cv2.resize(a, (t // 2, t // 2), interpolation=cv2.INTER_AREA) for a in (values * weight, weight))
+        values, weight = (cv2.resize(a, (t // 2, t // 2), interpolation=cv2.INTER_AREA) for a in (values * per_texel, weight))
         sigma /= 2.0
     else:
-        values = values * weight
-    mean = cv2.GaussianBlur(values, (0, 0), sigma) / np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-4)
+        values = values * per_texel
+    total = np.maximum(cv2.GaussianBlur(weight, (0, 0), sigma), 1e-4)
+    mean = cv2.GaussianBlur(values, (0, 0), sigma) / (total if values.ndim == 2 else total[..., None])
     return cv2.resize(mean, (t, t), interpolation=cv2.INTER_LINEAR) if half else mean
 
 
@@ -206,6 +220,67 @@ def agreement(mean: np.ndarray, expected: np.ndarray) -> np.ndarray:
     trust = 1.0 - _smoothstep((gap - lo) / (hi - lo))
     k = 2 * AGREEMENT_ERODE + 1
     return cv2.erode(trust.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+
+
+# Where the photo's colour around a texel is not skin at all, the photo shows something else there: a
+# blue sky or a wall where the mesh overhangs the face, a microphone, sunglasses or black hair in front of
+# it. Neither ``photo`` nor the detail copies it (issue 22): the fill shows there. Two tests, each from
+# full trust at its first figure to none at its second, on the photo's local mean colour:
+# - hue: skin's reflectance falls from red to green to blue, so a photo's skin does too under all but a
+#   strongly coloured light: green over red, or blue over green, by these log ratios is something else;
+# - luminance: its log ratio to the reconstruction's own colour (albedo x shading, brought to the
+#   photo's exposure and tint), far beyond what brows, lids, lips and cast shadows make.
+# docs/evaluation.md#the-skin-test has the measurements.
+SKIN_HUE_LOG = (0.1, 0.25)
+SKIN_LUMA_LOG = (0.6, 1.0)
+SKIN_ERODE = 2  # map texels: an occluder's edge, which the local mean blurs, goes too
+_SKIN_FLOOR = 8.0  # 0-255: below this a channel is black, and its ratio says nothing
+# The brows, eyes and mouth are not skin either (dark brows and lashes, a blue iris, white teeth), but
+# they are the face: the photo shows them there, and the tests leave them alone: each landmark outline's
+# hull widened by this many map texels, as far as the photo's features may sit from the mesh's.
+FEATURE_MARGIN = 3
+_FEATURES = (range(17, 22), range(22, 27), range(36, 42), range(42, 48), range(48, 60))  # of the 68 landmarks
+
+
+def skin_trust(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: MeshTopology,
+               expected: np.ndarray) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: 1 where the photo's local mean colour (a Gaussian of one map texel over
+    the seen texels, :func:`photo_weight`) is skin by the hue and luminance tests above, against the
+    reconstruction's ``expected`` colour (S, S, 3), albedo times shading in [0, 1]; 0 where it is
+    something else; eroded by ``SKIN_ERODE`` map texels. 1 wherever the photo is not seen."""
+    s = topo.size
+    weight = photo_weight(unwrapped, topo, s).astype(np.float32)
+    well_seen = weight > 0.5
+    if well_seen.sum() < 16:
+        return np.ones((s, s), np.float32)
+    mean = local_mean(sample_photo(photo, unwrapped, geo, s).astype(np.float32), weight, 1.0)
+    logs = np.log(np.maximum(mean, _SKIN_FLOOR))
+    hue_gap = np.maximum(logs[..., 1] - logs[..., 0], logs[..., 2] - logs[..., 1])
+    trust = 1.0 - _smoothstep((hue_gap - SKIN_HUE_LOG[0]) / (SKIN_HUE_LOG[1] - SKIN_HUE_LOG[0]))
+    # The photo's exposure and tint against the reconstruction's (each channel's median ratio over every
+    # other well-seen texel each way: as good as all, a quarter of the cost) are taken out first.
+    reconstructed = expected.astype(np.float32) * np.float32(255.0)
+    sample = np.zeros_like(well_seen)
+    sample[::2, ::2] = well_seen[::2, ::2]
+    gain = np.median(mean[sample] / np.maximum(reconstructed[sample], 1.0), axis=0).astype(np.float32)
+    luma = (logs - np.log(np.maximum(reconstructed * gain, _SKIN_FLOOR))).mean(-1)
+    trust *= 1.0 - _smoothstep((np.abs(luma) - SKIN_LUMA_LOG[0]) / (SKIN_LUMA_LOG[1] - SKIN_LUMA_LOG[0]))
+    trust[weight == 0] = 1.0  # the photo is not taken there anyway: the erosion must not reach in from there
+    k = 2 * SKIN_ERODE + 1
+    trust = cv2.erode(trust.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    trust[_eyes_and_mouth(s, topo.landmarks_uv.tobytes())] = 1.0
+    return trust
+
+
+@functools.lru_cache(maxsize=8)
+def _eyes_and_mouth(s: int, landmarks_bytes: bytes) -> np.ndarray:
+    """(S, S) bool: the texels :func:`skin_trust` leaves alone, from the layout's 68 landmarks (x, y)."""
+    landmarks = np.frombuffer(landmarks_bytes, np.float64).reshape(68, 2)
+    mask = np.zeros((s, s), np.uint8)
+    for feature in _FEATURES:
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(landmarks[list(feature)]).astype(np.int32)), 1)
+    k = 2 * FEATURE_MARGIN + 1
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(bool)
 
 
 # How far the photo is trusted (``photo``): fully where the surface faces the camera within about 66°

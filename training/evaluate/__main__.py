@@ -7,6 +7,7 @@
     python -m training.evaluate sheet --model DIR --out docs/texture-sheet.png [--photos DIR --aflw DIR --turned N]
     python -m training.evaluate albedo-fit --model DIR --settings JSON [--albedo NPZ --size N]
     python -m training.evaluate uv-alignment --model DIR [--photos DIR --aflw DIR --limit N --size 512]
+    python -m training.evaluate skin-test --model DIR [--albedo NPZ --size N]
     python -m training.evaluate boxes --model DIR [--data DIR --limit N]
     python -m training.evaluate probe --model DIR [--train-faces N --size N]
     python -m training.evaluate blendshapes --model DIR [--size N] [--photos DIR] [--aflw DIR] [--limit N]
@@ -76,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     u.add_argument("--limit", type=int, help="at most this many faces per set")
     u.add_argument("--size", type=int, default=512, help="the texture side the texels are counted at")
     u.add_argument("--out", type=Path, default=Path("reports"))
+    k = sub.add_parser("skin-test", help="does the `photo` texture copy an occluder? Occluded synthetic faces "
+                                         "against the same faces without it, with the skin test and without")
+    k.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    k.add_argument("--albedo", type=Path, default=Path("data/albedo/albedo-k80.npz"), help="the albedo model the faces are drawn from")
+    k.add_argument("--size", type=int, default=128, help="occluded held-out faces")
+    k.add_argument("--out", type=Path, default=Path("reports"))
     e = sub.add_parser("all", help="every table above into --out, the model run in this process")
     e.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     e.add_argument("--url", help="also score a running service on AFLW2000-3D")
@@ -188,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
 
         print(alignment_report(args.model, args.photos if args.photos.is_dir() else None,
                                args.aflw if args.aflw.is_dir() else None, args.limit, args.size, args.out))
+    elif args.command == "skin-test":
+        from .skin_test import skin_test_report
+
+        print(skin_test_report(args.model, args.albedo, args.size, args.out))
     elif args.command == "texture":
         print(texture_report(args.model, args.photos, args.aflw, args.limit, args.out, args.grid, args.grid_rows,
                              args.fit_albedo))
