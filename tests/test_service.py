@@ -406,6 +406,75 @@ def test_micro_batcher_waits_only_for_requests_that_can_join():
     assert calls == [6] and time.perf_counter() - began < 2.5
 
 
+def test_a_lone_request_runs_its_graph_in_its_own_thread():
+    """Alone in the engine, a request hands nothing to the worker thread: the graph runs in the caller's
+    thread, and the metrics still see a batch of its rows with no queue wait. With company, the calls
+    are batched by the worker thread as before."""
+    ran_in, batches = [], []
+
+    def runner(feeds):
+        ran_in.append(threading.get_ident())
+        return [feeds["x"] * 2]
+
+    company = {"requests": 1}
+    batcher = MicroBatcher("test", runner, max_batch=8, max_delay_s=5.0, on_batch=lambda rows, waits: batches.append((rows, waits)),
+                           company=lambda: company["requests"])
+    np.testing.assert_array_equal(batcher({"x": np.ones((2, 1))})[0], [[2.0], [2.0]])
+    assert ran_in == [threading.get_ident()] and batches == [(2, [0.0])]
+    company["requests"] = 2
+    gate = threading.Barrier(2)
+    callers = []
+
+    def call(i):
+        callers.append(threading.get_ident())
+        gate.wait()
+        batcher({"x": np.full((1, 1), i)})
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert len(ran_in) == 2 and ran_in[1] not in callers and batches[1][0] == 2
+
+
+def test_lone_calls_and_batches_never_run_the_graph_at_once():
+    """Requests that find themselves alone run inline while others go through the worker thread: one
+    runner call at a time all the same, and every caller gets its own rows back."""
+    import random
+
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def runner(feeds):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.002)
+        with lock:
+            active[0] -= 1
+        return [feeds["x"] + 1]
+
+    rng = random.Random(0)
+    batcher = MicroBatcher("test", runner, max_batch=4, max_delay_s=0.01, company=lambda: rng.choice([1, 1, 2, 4]))
+    wrong = []
+
+    def call(i):
+        for j in range(15):
+            x = np.full((1, 1), 100 * i + j)
+            if batcher({"x": x})[0][0, 0] != x[0, 0] + 1:
+                wrong.append((i, j))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert not wrong and most[0] == 1
+
+
 def test_heatmaps_hold_no_denormal_floats():
     """Gaussian tails under float32's smallest normal number are zeroed: denormals slow texture.onnx ~2x."""
     from service.engine.unwrap import heatmaps

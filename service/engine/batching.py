@@ -4,7 +4,10 @@ A single worker thread takes the first waiting item, waits up to ``max_delay`` f
 ``max_batch`` rows are collected, concatenates them along axis 0, runs the graph once and hands
 each caller its own rows back. Given ``company`` (how many requests are in the engine), it stops
 waiting once every one of them has an item in the batch: a lone request does not wait ``max_delay``
-for company that cannot come (5 ms per graph call, twice a request, at concurrency 1).
+for company that cannot come (5 ms per graph call, twice a request, at concurrency 1). Nor does it
+hand its inputs to the worker thread at all: alone in the engine, with nothing queued or running, it
+runs the graph in its own thread (the two hand-offs cost ~2 ms a request at concurrency 1, measured in
+docs/service.md#where-the-rest-of-the-request-goes). One graph call runs at a time either way.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class MicroBatcher:
         self.on_batch = on_batch  # (rows, per-item queue waits) for metrics
         self.company = company  # requests that may submit; None: always wait max_delay for more
         self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._running = threading.Lock()  # held through every runner call, the worker's and a lone caller's
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._thread.start()
 
@@ -53,10 +57,22 @@ class MicroBatcher:
         """The outputs for ``feeds``, of any batch size: more rows than ``max_batch`` (many faces in
         one photo) go as several items, since a TensorRT engine's profile ends at ``max_batch``."""
         rows = len(next(iter(feeds.values())))
+        if rows <= self.max_batch and self._alone() and self._running.acquire(blocking=False):
+            try:
+                if self.on_batch:
+                    self.on_batch(rows, [0.0])
+                return self.runner(feeds)
+            finally:
+                self._running.release()
         futures = [self.submit({k: v[i:i + self.max_batch] for k, v in feeds.items()})
                    for i in range(0, rows, self.max_batch)]
         parts = [future.result() for future in futures]
         return parts[0] if len(parts) == 1 else [np.concatenate(outs) for outs in zip(*parts)]
+
+    def _alone(self) -> bool:
+        """No other request can join this call's batch: the engine holds only the caller, and nothing
+        is queued (a batch being run holds ``_running``, which the caller then fails to take)."""
+        return self.company is not None and self.company() <= 1 and self._queue.empty()
 
     def close(self) -> None:
         self._queue.put(None)
@@ -92,7 +108,8 @@ class MicroBatcher:
             self.on_batch(rows, [started - item.submitted for item in batch])
         try:
             feeds = {k: np.concatenate([item.feeds[k] for item in batch]) for k in batch[0].feeds}
-            outputs = self.runner(feeds)
+            with self._running:
+                outputs = self.runner(feeds)
         except Exception as error:  # every waiting caller must hear about it
             for item in batch:
                 item.future.set_exception(error)
