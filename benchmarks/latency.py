@@ -14,7 +14,8 @@ concurrency level. Peak memory is the server's VmHWM, read from /proc when ``--p
 geometry graph and the texture graph at batch 1 run in this process, in sessions opened exactly as
 the service opens them (``Model.load`` with ``Settings()``: providers, intra-op threads, no spinning),
 the geometry graph twice when the server's response shows a recrop. Alternating gives both figures
-the same load on a shared machine. ``--serve`` starts ``python -m service`` from this checkout on a
+the same load on a shared machine. Each round the graphs run again at once (the warm floor), which shows
+whether this process's idling between its runs slows them. ``--serve`` starts ``python -m service`` from this checkout on a
 free port (the environment's FACERECON_* settings apply to it and to the floor alike); ``--url`` may
 be repeated as ``label=URL`` to compare servers (say, two checkouts) in one run.
 """
@@ -153,14 +154,18 @@ class Floor:
                       for part in ("geometry", "texture")}
 
     def __call__(self, geometry_runs: int) -> dict[str, float]:
-        """Milliseconds of ``geometry_runs`` geometry runs and one texture run, and their sum (``floor``)."""
+        """Milliseconds of ``geometry_runs`` geometry runs and one texture run, and their sum (``floor``);
+        then the same again at once (``warm``): this process sits idle while a request is served, and a
+        graph run after an idle spell is slower than the same graph run back to back, which is the least
+        the graphs can cost."""
         out = {}
-        for part, runs in (("geometry", geometry_runs), ("texture", 1)):
-            start = time.perf_counter()
-            for _ in range(runs):
-                (self.model.run_geometry if part == "geometry" else self.model.run_texture)(self.feeds[part])
-            out[part] = (time.perf_counter() - start) * 1000
-        out["floor"] = out["geometry"] + out["texture"]
+        for when in ("", "warm "):
+            for part, runs in (("geometry", geometry_runs), ("texture", 1)):
+                start = time.perf_counter()
+                for _ in range(runs):
+                    (self.model.run_geometry if part == "geometry" else self.model.run_texture)(self.feeds[part])
+                out[when + part] = (time.perf_counter() - start) * 1000
+            out[when + "floor"] = out[when + "geometry"] + out[when + "texture"]
         return out
 
 
@@ -206,6 +211,7 @@ def floor_report(clients: dict[str, httpx.Client], floor: Floor, photo: bytes, p
     p50 = statistics.median
     floor_ms = p50([f["floor"] for f in floors])
     geometry_ms, texture_ms = p50([f["geometry"] for f in floors]), p50([f["texture"] for f in floors])
+    warm_ms = p50([f["warm floor"] for f in floors])
     names = list(urls)
     lines = [f"Photo {photo_name}, `format={fmt}`, {texture_size}² texture, concurrency 1, {requests} rounds (each: "
              "one request per server and one floor measurement, in rotating order) after 3 warm-up requests each.",
@@ -221,7 +227,10 @@ def floor_report(clients: dict[str, httpx.Client], floor: Floor, photo: bytes, p
              f"| (floor's geometry p50 ms, texture p50 ms) | " + " | ".join(
                  f"{geometry_ms:.1f}, {texture_ms:.1f}" for _ in names) + " |",
              "| **ratio** (end-to-end p50 / floor p50) | " + " | ".join(
-                 f"**{p50(e2e[n]) / floor_ms:.2f}**" for n in names) + " |"]
+                 f"**{p50(e2e[n]) / floor_ms:.2f}**" for n in names) + " |",
+             "| warm floor p50 ms (the same graphs run again at once: their least cost) | " + " | ".join(
+                 f"{warm_ms:.1f}" for _ in names) + " |",
+             "| ratio to the warm floor | " + " | ".join(f"{p50(e2e[n]) / warm_ms:.2f}" for n in names) + " |"]
     stage_names = list(dict.fromkeys(s for n in names for s in stages[n]))
     lines += [f"| stage `{s}` p50 ms | " + " | ".join(f"{p50(stages[n][s]):.1f}" if s in stages[n] else "–"
                                                     for n in names) + " |" for s in stage_names]

@@ -65,7 +65,7 @@ def test_gpu_providers_preload_cuda_from_pip_packages(monkeypatch):
 
 def test_latency_floor_report_on_the_tiny_store(tmp_path_factory, kit):
     """benchmarks/latency.py --floor: requests through the service alternate with the two graphs run
-    in-process; the table has the end-to-end p50, the floor, their ratio and each stage's p50 from the
+    in-process; the table has the end-to-end p50, the floor (cold and warm), their ratios and each stage's p50 from the
     GLB's own timings."""
     from service.app import create_app
     from service.settings import Settings
@@ -83,4 +83,6 @@ def test_latency_floor_report_on_the_tiny_store(tmp_path_factory, kit):
     e2e, floor = float(rows["end-to-end p50 ms"]), float(rows["network floor p50 ms (each round's graph runs summed)"])
     ratio = float(rows["**ratio** (end-to-end p50 / floor p50)"].strip("*"))
     assert 0 < floor < e2e and ratio == pytest.approx(e2e / floor, rel=0.05)
+    warm = float(rows["warm floor p50 ms (the same graphs run again at once: their least cost)"])
+    assert 0 < warm < e2e and float(rows["ratio to the warm floor"]) == pytest.approx(e2e / warm, rel=0.05)
     assert float(rows["stage `texture` p50 ms"]) > 0 and "geometry graph ×1 " in table  # YuNet: no recrop
