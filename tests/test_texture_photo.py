@@ -218,13 +218,13 @@ def patched(photo: np.ndarray, placed, topology, colour) -> tuple[np.ndarray, np
     outside the brows, eyes and mouth, which the skin test leaves alone)."""
     from scipy import ndimage
 
-    from service.engine.texture import _eyes_and_mouth, photo_positions, photo_weight
+    from service.engine.texture import feature_texels, photo_positions, photo_weight
 
     geo, unwrapped = placed
     xy = photo_positions(unwrapped, geo, topology.size)
     trusted = photo_weight(unwrapped, topology, topology.size) > 0.99
     (x0, x1), (y0, y1) = (np.percentile(xy[..., i][trusted], [25, 75]) for i in (0, 1))
-    trusted &= ~_eyes_and_mouth(topology.size, topology.landmarks_uv.tobytes())
+    trusted &= ~feature_texels(topology)
     out = photo.copy()
     out[int(y0):int(y1), int(x0):int(x1)] = colour
     on_patch = (xy[..., 0] > x0) & (xy[..., 0] < x1) & (xy[..., 1] > y0) & (xy[..., 1] < y1)
@@ -290,13 +290,13 @@ def test_local_mean_of_colours_is_each_channels_own(placed, tiny_topology):
 def test_the_skin_test_leaves_the_eyes_brows_and_mouth_to_the_photo(placed, tiny_topology):
     """A blue photo (no skin's hue anywhere): trusted nowhere but over the brows, eyes and mouth, where
     the photo's dark lashes, blue irises and white teeth are the face's own."""
-    from service.engine.texture import _eyes_and_mouth, photo_weight, skin_trust
+    from service.engine.texture import feature_texels, photo_weight, skin_trust
 
     geo, unwrapped = placed
     s = tiny_topology.size
     expected = expected_colour(skin_photo(10), placed, tiny_topology)
     trust = skin_trust(np.full((300, 300, 3), (60, 110, 200), np.uint8), unwrapped, geo, tiny_topology, expected)
-    features = _eyes_and_mouth(s, tiny_topology.landmarks_uv.tobytes())
+    features = feature_texels(tiny_topology)
     seen = photo_weight(unwrapped, tiny_topology, s) > 0
     assert features.sum() > 20 and (seen & ~features).sum() > 100
     assert (trust[features] == 1.0).all() and trust[seen & ~features].max() == 0.0

@@ -268,13 +268,18 @@ def skin_trust(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: Me
     trust[weight == 0] = 1.0  # the photo is not taken there anyway: the erosion must not reach in from there
     k = 2 * SKIN_ERODE + 1
     trust = cv2.erode(trust.astype(np.float32), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    trust[_eyes_and_mouth(s, topo.landmarks_uv.tobytes())] = 1.0
+    trust[feature_texels(topo)] = 1.0
     return trust
 
 
+def feature_texels(topo: MeshTopology) -> np.ndarray:
+    """(S, S) bool: the brows, eyes and mouth in the layout (``_FEATURES`` of its 68 landmarks), which
+    :func:`skin_trust` leaves to the photo."""
+    return _feature_texels(topo.size, np.asarray(topo.landmarks_uv, np.float64).tobytes())
+
+
 @functools.lru_cache(maxsize=8)
-def _eyes_and_mouth(s: int, landmarks_bytes: bytes) -> np.ndarray:
-    """(S, S) bool: the texels :func:`skin_trust` leaves alone, from the layout's 68 landmarks (x, y)."""
+def _feature_texels(s: int, landmarks_bytes: bytes) -> np.ndarray:
     landmarks = np.frombuffer(landmarks_bytes, np.float64).reshape(68, 2)
     mask = np.zeros((s, s), np.uint8)
     for feature in _FEATURES:
