@@ -212,10 +212,10 @@ def skin_photo(seed: int) -> np.ndarray:
     return (textured_photo(seed) * np.array([1.0, 0.75, 0.6]) + 0.5).astype(np.uint8)
 
 
-def patched(photo: np.ndarray, placed, topology, colour) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``photo`` with a square of ``colour`` over the middle of the seen face, and the texels (S, S) well
+def patched(photo: np.ndarray, placed, topology, colour) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``photo`` with a square of ``colour`` over the middle of the seen face, the texels (S, S) well
     inside the square and well away from it, in map texels (both where the photo is trusted whole and
-    outside the brows, eyes and mouth, which the skin test leaves alone)."""
+    outside the brows, eyes and mouth, which the skin test leaves alone), and the texels on the square."""
     from scipy import ndimage
 
     from service.engine.texture import feature_texels, photo_positions, photo_weight
@@ -231,7 +231,7 @@ def patched(photo: np.ndarray, placed, topology, colour) -> tuple[np.ndarray, np
     # Beyond the test's reach (its local mean, its erosion and the ramp between) on either side.
     inside = trusted & (ndimage.distance_transform_edt(on_patch) > 2)
     away = trusted & (ndimage.distance_transform_edt(~on_patch) > 6)
-    return out, inside, away
+    return out, inside, away, on_patch
 
 
 @pytest.mark.parametrize("colour", [(40, 200, 220), (15, 15, 15)], ids=["a blue sky", "a black microphone"])
@@ -245,7 +245,7 @@ def test_photo_takes_the_fill_where_the_photo_shows_what_is_not_skin(placed, tin
     s = tiny_topology.size
     photo = skin_photo(7)
     expected = expected_colour(photo, placed, tiny_topology)  # the face without the patch
-    covered, inside, away = patched(photo, placed, tiny_topology, colour)
+    covered, inside, away, _ = patched(photo, placed, tiny_topology, colour)
     assert inside.sum() >= 4 and away.sum() > 50
     trust = skin_trust(covered, unwrapped, geo, tiny_topology, expected)
     assert trust[inside].max() < 0.01 and trust[away].min() > 0.99
@@ -288,15 +288,27 @@ def test_local_mean_of_colours_is_each_channels_own(placed, tiny_topology):
 
 
 def test_the_skin_test_leaves_the_eyes_brows_and_mouth_to_the_photo(placed, tiny_topology):
-    """A blue photo (no skin's hue anywhere): trusted nowhere but over the brows, eyes and mouth, where
-    the photo's dark lashes, blue irises and white teeth are the face's own."""
-    from service.engine.texture import feature_texels, photo_weight, skin_trust
+    """A blue square over the middle of the face: not trusted, but over the brows, eyes and mouth under
+    it, where the photo's dark lashes, blue irises and white teeth are the face's own."""
+    from service.engine.texture import feature_texels, skin_trust
 
     geo, unwrapped = placed
-    s = tiny_topology.size
-    expected = expected_colour(skin_photo(10), placed, tiny_topology)
-    trust = skin_trust(np.full((300, 300, 3), (60, 110, 200), np.uint8), unwrapped, geo, tiny_topology, expected)
-    features = feature_texels(tiny_topology)
-    seen = photo_weight(unwrapped, tiny_topology, s) > 0
-    assert features.sum() > 20 and (seen & ~features).sum() > 100
-    assert (trust[features] == 1.0).all() and trust[seen & ~features].max() == 0.0
+    photo = skin_photo(10)
+    covered, inside, _, on_patch = patched(photo, placed, tiny_topology, (60, 110, 200))
+    trust = skin_trust(covered, unwrapped, geo, tiny_topology, expected_colour(photo, placed, tiny_topology))
+    features = feature_texels(tiny_topology) & unwrapped.visibility
+    assert (features & on_patch).sum() > 10 and inside.sum() >= 4
+    assert (trust[features] == 1.0).all() and trust[inside].max() < 0.01
+
+
+def test_under_a_blue_light_the_whole_face_is_still_skin(placed, tiny_topology):
+    """A face lit blue fails the hue test everywhere, which says the light is coloured, not that the face
+    is sky: the hue test stands down and the face stays trusted; a black patch is still caught."""
+    from service.engine.texture import skin_trust
+
+    geo, unwrapped = placed
+    blue = np.clip(skin_photo(11) * np.array([0.55, 0.8, 1.5]) + 0.5, 0, 255).astype(np.uint8)
+    expected = expected_colour(blue, placed, tiny_topology)
+    covered, inside, away, _ = patched(blue, placed, tiny_topology, (15, 15, 15))
+    trust = skin_trust(covered, unwrapped, geo, tiny_topology, expected)
+    assert trust[away].min() > 0.99 and trust[inside].max() < 0.01

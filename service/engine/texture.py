@@ -227,11 +227,13 @@ def agreement(mean: np.ndarray, expected: np.ndarray) -> np.ndarray:
 # it. Neither ``photo`` nor the detail copies it (issue 22): the fill shows there. Two tests, each from
 # full trust at its first figure to none at its second, on the photo's local mean colour:
 # - hue: skin's reflectance falls from red to green to blue, so a photo's skin does too under all but a
-#   strongly coloured light: green over red, or blue over green, by these log ratios is something else;
+#   strongly coloured light: green over red, or blue over green, by these log ratios is something else
+#   (unless most of the face fails it: then it is the light that is blue or green, and the test is off);
 # - luminance: its log ratio to the reconstruction's own colour (albedo x shading, brought to the
 #   photo's exposure and tint), far beyond what brows, lids, lips and cast shadows make.
 # docs/evaluation.md#the-skin-test has the measurements.
 SKIN_HUE_LOG = (0.1, 0.25)
+SKIN_HUE_MOST = 0.5  # when the hue test fails more of the well-seen face than this, the light is coloured
 SKIN_LUMA_LOG = (0.6, 1.0)
 SKIN_ERODE = 2  # map texels: an occluder's edge, which the local mean blurs, goes too
 _SKIN_FLOOR = 8.0  # 0-255: below this a channel is black, and its ratio says nothing
@@ -257,6 +259,8 @@ def skin_trust(photo: np.ndarray, unwrapped: Unwrap, geo: FaceGeometry, topo: Me
     logs = np.log(np.maximum(mean, _SKIN_FLOOR))
     hue_gap = np.maximum(logs[..., 1] - logs[..., 0], logs[..., 2] - logs[..., 1])
     trust = 1.0 - _smoothstep((hue_gap - SKIN_HUE_LOG[0]) / (SKIN_HUE_LOG[1] - SKIN_HUE_LOG[0]))
+    if (trust[well_seen] < 0.5).mean() > SKIN_HUE_MOST:  # a coloured light, not a face of sky: no hue test
+        trust[:] = 1.0
     # The photo's exposure and tint against the reconstruction's (each channel's median ratio over every
     # other well-seen texel each way: as good as all, a quarter of the cost) are taken out first.
     reconstructed = expected.astype(np.float32) * np.float32(255.0)
