@@ -155,9 +155,9 @@ class Floor:
 
     def __call__(self, geometry_runs: int) -> dict[str, float]:
         """Milliseconds of ``geometry_runs`` geometry runs and one texture run, and their sum (``floor``);
-        then the same again at once (``warm``): this process sits idle while a request is served, and a
-        graph run after an idle spell is slower than the same graph run back to back, which is the least
-        the graphs can cost."""
+        then the same again at once (``warm``), the least the graphs can cost: this process sits idle while
+        a request is served, and the warm runs show whether that idling slows the first (with one server
+        it did not: 21.4 against 21.5 ms, benchmarks/results/latency-warm-floor.md)."""
         out = {}
         for when in ("", "warm "):
             for part, runs in (("geometry", geometry_runs), ("texture", 1)):
