@@ -30,9 +30,9 @@ ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 ENV FACERECON_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
 # A second geometry row per face costs a GPU next to nothing: average with the mirror image (lower NME).
 ENV FACERECON_MIRROR_AVERAGE=true
-# The newest store (0.13.0) holds int8 graphs made for CPU workers; GPUs run the float graphs of 0.10.0
-# until int8 is measured on CUDA and TensorRT (docs/service.md#int8-graphs).
-ENV FACERECON_MODEL_VERSION=0.10.0
+# The newest store's graphs are int8, made for CPU workers; a GPU runs them in float32, weights dequantized
+# at start-up (also the default with CUDA first; docs/service.md#int8-graphs-issue-25).
+ENV FACERECON_FLOAT_GRAPHS=true
 
 FROM runtime-${VARIANT} AS runtime
 RUN useradd --create-home --uid 10001 facerecon

@@ -173,7 +173,7 @@ async def model_metadata(name: str, engine: EngineDep) -> ModelMetadata:
     return ModelMetadata(
         name=store.name, versions=[store.version], platform="onnxruntime_onnx",
         inputs=parts["geometry"]["inputs"], outputs=parts["geometry"]["outputs"], parts=parts,
-        providers=engine.model.providers, input_size=store.input_size, uv_size=store.uv_size,
+        providers=engine.model.providers, float_graphs=engine.model.float_graphs, input_size=store.input_size, uv_size=store.uv_size,
         evaluation=store.manifest["evaluation"],
     )
 

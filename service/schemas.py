@@ -242,6 +242,7 @@ class ModelMetadata(BaseModel):
     outputs: list[TensorMetadata]
     parts: dict[str, dict[str, list[TensorMetadata]]]
     providers: list[str]
+    float_graphs: bool = Field(description="whether an int8 store's graphs run in float32 (FACERECON_FLOAT_GRAPHS)")
     input_size: int
     uv_size: int
     evaluation: dict

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACERECON_", protected_namespaces=())
@@ -26,6 +28,11 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(2, ge=0)  # 0 lets onnxruntime choose
     tensorrt_cache_dir: Path | None = None
     tensorrt_fp16: bool = True  # TensorRT engines in half precision (the providers list decides whether TensorRT runs)
+    # Run an int8 store's graphs in float32 (service.engine.float_graph: weights dequantized at start-up,
+    # activations not rounded; needs the onnx package, which the gpu extra has). None: float where the
+    # first provider is CUDA or TensorRT, whose int8 path for these graphs has not been measured; on CPU the
+    # graphs run as stored.
+    float_graphs: bool | None = None
 
     # Input limits
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1)
@@ -92,6 +99,12 @@ class Settings(BaseSettings):
     job_shutdown_s: float = Field(10.0, ge=0)  # how long shutdown waits for running jobs; the rest re-run
     # Redis only: a job claimed by a process that stops renewing it (dead, hung) runs again after this.
     job_lease_s: float = Field(30.0, gt=0)
+
+    @property
+    def runs_float_graphs(self) -> bool:
+        """Whether the graphs run in float32 (``float_graphs``, or by the first provider)."""
+        gpu = self.providers[0] in GPU_PROVIDERS
+        return gpu if self.float_graphs is None else self.float_graphs
 
     @property
     def recrops(self) -> bool:

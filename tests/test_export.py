@@ -58,9 +58,13 @@ def test_synthetic_report_scores_a_stored_model(tiny_store, tmp_path):
 
 
 def as_if_trained(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Random normalisation statistics and affine terms, as a trained network has: folding BatchNorm
-    is then not the identity, and no two parameters are equal (the exporter would merge them)."""
+    """Random normalisation statistics and affine terms, and scalar parameters moved off their initial
+    values, as a trained network has: folding BatchNorm is then not the identity, and no two parameters
+    or constants are equal (the exporter, and the quantizer's optimiser, would merge them)."""
     g = torch.Generator().manual_seed(seed)
+    for p in net.parameters():
+        if p.dim() == 0:  # e.g. SSRPM's kappa, whose initial 0.01 a graph constant shares
+            p.data.mul_(1.0 + torch.rand((), generator=g))
     for m in net.modules():
         if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d)) and m.affine:
             n = m.num_features

@@ -14,6 +14,7 @@ from onnx import TensorProto, numpy_helper
 from service.model_store import load_model_store
 from service.settings import Settings
 from service_fixtures import tiny_store
+from test_export import folded_store  # noqa: F401  (a tiny store with trained-looking BatchNorm, as from_store reads back)
 from training.evaluate.inprocess import InProcessModel
 from training.export.half import HALF_SUFFIX, store_weights_in_half, widen_half_weights
 from training.quantize import calibration_photos, quantize_store
@@ -96,3 +97,60 @@ def test_quantized_store_loads_serves_and_stays_near_the_float_one(store, tmp_pa
     a, b = float_model.reconstruct(photo.image, photo.box), int8_model.reconstruct(photo.image, photo.box)
     assert np.abs(a.albedo - b.albedo).mean() < 0.02
     assert np.abs(a.geometry.landmarks_photo - b.geometry.landmarks_photo).mean() < 1.0  # pixels
+
+
+@pytest.fixture(scope="module")
+def quantized_folded(folded_store, tmp_path_factory) -> Path:  # noqa: F811
+    """The tiny store with trained-looking BatchNorm (test_export), quantized on 4 eval photos."""
+    if not PHOTOS.is_dir():
+        pytest.skip("../shared/eval/photos is absent")
+    folder, _ = quantize_store(folded_store[3], tmp_path_factory.mktemp("quantized"), "0.0.2-int8",
+                               calibration_photos(PHOTOS, 4, seed=0), PHOTOS.name)
+    return folder
+
+
+def test_an_int8_store_reads_back_into_pytorch(quantized_folded, folded_store):  # noqa: F811
+    """Its weights come back as the float values the graph's DequantizeLinear nodes compute: the imported
+    network computes the dequantized graph exactly, and its weights are the original's to int8 steps."""
+    import torch
+
+    from training.export.from_store import checkpoint_from_store
+
+    ckpt = checkpoint_from_store(quantized_folded)
+    assert ckpt["int8_weights"] == ["geometry", "texture"]
+    assert max(ckpt["import_parity"].values()) <= 1e-4
+    original = checkpoint_from_store(folded_store[3])
+    assert original["int8_weights"] == []
+    for stream in ("geometry_model", "texture_model"):
+        moved = [k for k, v in ckpt[stream].items() if v.is_floating_point() and v.numel() > 64
+                 and not torch.equal(v, original[stream][k])]
+        assert moved, stream  # the quantized weights really are rounded...
+        for key in moved:  # ...within one int8 step of the largest in their tensor (per channel: less)
+            step = original[stream][key].abs().max() / 127
+            assert (ckpt[stream][key] - original[stream][key]).abs().max() <= step * 0.51 + 1e-6, (stream, key)
+
+
+def test_the_service_runs_an_int8_store_in_float(quantized_folded):
+    """FACERECON_FLOAT_GRAPHS: the same store served with its graphs dequantized; the metadata says so,
+    and the reconstruction stays near the int8 one."""
+    from service.app import create_app
+    from service_fixtures import ready_client
+
+    root = quantized_folded.parents[1]
+    photo = calibration_photos(PHOTOS, 4, seed=0)[1]
+    fixed = dict(mirror_average=False, albedo_fit=False)
+    as_stored = InProcessModel(quantized_folded, Settings(**fixed))
+    floated = InProcessModel(quantized_folded, Settings(float_graphs=True, **fixed))
+    assert floated.model.float_graphs and not as_stored.model.float_graphs
+    a, b = as_stored.reconstruct(photo.image, photo.box), floated.reconstruct(photo.image, photo.box)
+    assert not np.array_equal(a.albedo, b.albedo)
+    assert np.abs(a.albedo - b.albedo).mean() < 0.02
+    assert np.abs(a.geometry.landmarks_photo - b.geometry.landmarks_photo).mean() < 1.0  # pixels
+
+    settings = Settings(model_store=root, float_graphs=True, job_store=str(root / "jobs.db"))
+    with ready_client(create_app(settings)) as client:
+        meta = client.get(f"/v2/models/{quantized_folded.parent.name}").json()
+        assert meta["float_graphs"] is True and meta["versions"] == ["0.0.2-int8"]
+        path = next(p for p in PHOTOS.glob(f"{photo.name}.*") if p.suffix != ".pts")
+        response = client.post("/v1/reconstruct?format=json", files={"image": (path.name, path.read_bytes())})
+        assert response.status_code == 200, response.text

@@ -66,18 +66,26 @@ def test_every_committed_version_verifies():
         load_model_store(folder)
 
 
-def test_the_gpu_images_pinned_version_is_committed_with_float_graphs():
-    """The GPU image and the k8s config serve a pinned version with float graphs (the default is int8)."""
+def test_the_gpu_image_serves_the_default_store_with_float_graphs():
+    """The GPU image and the k8s config serve the newest store (no version pinned), CUDA first, its int8
+    graphs dequantized into float32 at start-up (service.engine.float_graph)."""
     import re
 
     import onnx
 
+    from service.engine.float_graph import dequantize_graph
+
     for config in (ROOT / "Dockerfile", ROOT / "k8s" / "configmap.yaml"):
-        pinned = re.search(r"FACERECON_MODEL_VERSION[=:]\s*\"?([\w.]+)", config.read_text()).group(1)
-        (folder,) = [m / pinned for m in MODEL_STORE.iterdir() if (m / pinned).is_dir()]
-        for graph in ("geometry", "texture"):
-            ops = {n.op_type for n in onnx.load(str(folder / f"{graph}.onnx")).graph.node}
-            assert "DequantizeLinear" not in ops, (config.name, pinned, graph)
+        text = config.read_text()
+        assert "FACERECON_MODEL_VERSION" not in text, config.name
+        providers = json.loads(re.search(r"FACERECON_PROVIDERS[=:]\s*'([^']+)'", text).group(1))
+        floats = re.search(r"FACERECON_FLOAT_GRAPHS[=:]\s*\"?(\w+)", text).group(1)
+        settings = Settings(providers=providers, float_graphs=floats)
+        assert providers[0] == "CUDAExecutionProvider" and settings.runs_float_graphs, config.name
+    folder = find_model_store(MODEL_STORE)
+    for graph in ("geometry", "texture"):
+        model = dequantize_graph(onnx.load(str(folder / f"{graph}.onnx")))
+        assert not {n.op_type for n in model.graph.node} & {"QuantizeLinear", "DequantizeLinear"}, graph
 
 
 def stored_in_half(path: Path) -> bool:

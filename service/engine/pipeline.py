@@ -73,9 +73,7 @@ class StageTimer:
 class Engine:
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings, self.metrics = settings, metrics
-        self.model = Model.load(settings.model_store, settings.model_name, settings.model_version,
-                                settings.providers, settings.intra_op_threads, settings.tensorrt_cache_dir,
-                                settings.tensorrt_fp16, settings.max_batch_size)
+        self.model = Model.from_settings(settings)
         self.topology = MeshTopology.from_store(self.model.store)
         self.pose_fields = self.model.store.manifest["camera"].get("pose_fields")
         if settings.mirror_average:

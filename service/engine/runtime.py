@@ -11,12 +11,21 @@ import numpy as np
 import onnxruntime as ort
 
 from service.model_store import ModelStore, ModelStoreError, find_model_store, load_model_store
+from service.settings import GPU_PROVIDERS, Settings
 
 GEOMETRY_OUTPUTS = ("a_id", "a_exp", "p_t", "p_l", "p_h")
 # A network with a linear basis also gives ICT's identity coefficients and blendshape weights, after the above.
 COEFFICIENT_OUTPUTS = ("id_coeffs", "exp_weights")
 TEXTURE_INPUTS = ("p_t", "image", "heatmaps", "uv_grid", "uv_visibility")
-GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+
+
+def float_graph(path: Path) -> bytes:
+    """The graph at ``path`` computed in float32 (``service.engine.float_graph``), for a session."""
+    try:
+        from .float_graph import float_graph_bytes
+    except ImportError as e:  # the serve extra has no onnx: CPU workers run the stored graphs
+        raise ModelStoreError(f"float graphs need the onnx package (the gpu extra): {e}") from e
+    return float_graph_bytes(path)
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -66,21 +75,29 @@ class Model:
     geometry: ort.InferenceSession
     texture: ort.InferenceSession
     providers: list[str] = field(default_factory=list)
+    float_graphs: bool = False  # an int8 store's graphs run in float32 (service.engine.float_graph)
 
     @classmethod
     def load(cls, root: Path, name: str | None, version: str | None, providers: list[str], threads: int,
-             trt_cache: Path | None = None, trt_fp16: bool = True, max_batch: int = 8) -> "Model":
+             trt_cache: Path | None = None, trt_fp16: bool = True, max_batch: int = 8,
+             float_graphs: bool = False) -> "Model":
         store = load_model_store(find_model_store(root, name, version))
         sessions = {}
         for part in ("geometry", "texture"):
             trt = tensorrt_options(store.manifest["onnx"][part]["inputs"], max_batch, trt_cache, trt_fp16)
-            sessions[part] = ort.InferenceSession(str(store.onnx_path(part)), sess_options=session_options(threads),
+            graph = float_graph(store.onnx_path(part)) if float_graphs else str(store.onnx_path(part))
+            sessions[part] = ort.InferenceSession(graph, sess_options=session_options(threads),
                                                   providers=provider_list(providers, trt))
         # onnxruntime silently falls back to CPU when a provider fails to initialise; say so instead.
         loaded = sessions["geometry"].get_providers()
         if loaded[0] != providers[0]:
             raise ModelStoreError(f"asked for providers {providers}, onnxruntime loaded {loaded}")
-        return cls(store, sessions["geometry"], sessions["texture"], loaded)
+        return cls(store, sessions["geometry"], sessions["texture"], loaded, float_graphs)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "Model":
+        return cls.load(s.model_store, s.model_name, s.model_version, s.providers, s.intra_op_threads,
+                        s.tensorrt_cache_dir, s.tensorrt_fp16, s.max_batch_size, s.runs_float_graphs)
 
     @property
     def name(self) -> str:

@@ -56,8 +56,7 @@ class InProcessModel:
         self.settings = base.model_copy(update={"model_store": model_dir.parents[1], "model_name": model_dir.parent.name,
                                                 "model_version": model_dir.name})
         s = self.settings
-        self.model = Model.load(s.model_store, s.model_name, s.model_version, s.providers, s.intra_op_threads,
-                                s.tensorrt_cache_dir)
+        self.model = Model.from_settings(s)
         self.topology = MeshTopology.from_store(self.model.store)
         if s.mirror_average:  # as the service refuses to start
             require_mirror_ready(self.topology, self.label)

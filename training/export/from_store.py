@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from service.engine.float_graph import dequantize_graph, is_quantized
 from service.model_store import load_model_store
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 
@@ -64,18 +65,44 @@ def _call_order(graph: nn.Module, inputs: tuple[torch.Tensor, ...]) -> list[tupl
     return order
 
 
+def _scope_path(node_name: str) -> str:
+    """The module path in a node's name as the exporter writes it: ``/net/features.9/features.9.0/Conv``
+    -> ``features.9.0``, ``/net/srsm.2/style/style.0/Conv`` -> ``srsm.2.style.0`` (a child of a Sequential
+    repeats its parent's name; a module whose forward was inlined, such as the encoder, is left out)."""
+    parts: list[str] = []
+    for scope in node_name.strip("/").split("/")[1:-1]:  # without "net" and the op
+        if parts and scope.startswith(parts[-1] + "."):
+            parts[-1] = scope
+        else:
+            parts.append(scope)
+    return ".".join(parts)
+
+
+def _pair_convolutions(nodes: list, convs: list[tuple[int, str, nn.Module]]) -> list[tuple]:
+    """Each Conv node with the network's convolution (``(call index, name, module)``) it computes: by the
+    module path of the node's name where that pairs them one to one, else in order (quantization
+    reorders a graph's nodes; an exporter that names nodes otherwise keeps the call order)."""
+    paths = [_scope_path(node.name) for node in nodes]
+    matches = [[c for c in convs if path and (c[1] == path or c[1].endswith("." + path))] for path in paths]
+    if all(len(m) == 1 for m in matches) and len({m[0][1] for m in matches}) == len(convs):
+        return [(node, m[0]) for node, m in zip(nodes, matches)]
+    return list(zip(nodes, convs))
+
+
 def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], inputs: dict[str, torch.Tensor]) -> float:
     """Read the weights of the exported ``path`` into ``graph.net`` (same config); returns the
     onnxruntime parity after the import, and raises if it is above ``PARITY_LIMIT``.
 
-    Named initializers (``net.<key>``) load by name. Convolutions load in the graph's node order,
-    matched to the order a forward pass calls them; a convolution whose BatchNorm the exporter folded
+    Named initializers (``net.<key>``) load by name. Convolutions load by the module path each Conv
+    node's name gives (:func:`_pair_convolutions`); a convolution whose BatchNorm the exporter folded
     gets the folded weight, and the BatchNorm becomes the identity plus the folded bias. What is left
     (a weight stored reshaped, as the albedo basis for a MatMul) loads by its unique element count.
     An untrained network can fail that: the exporter keeps one of several parameters with equal
     values (fresh normalisation scales, all ones), and which one is not recorded.
     """
-    model = onnx.load(str(path))
+    # An int8 store's weights read back as the float values its DequantizeLinear nodes compute; the
+    # parity is then checked against that float graph (what is imported), not the int8 one.
+    model = dequantize_graph(onnx.load(str(path)))
     arrays = float_initializers(model)  # weights stored in half precision read back through their casts
     net = graph.net
     state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -92,7 +119,7 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
     nodes = [node for node in model.graph.node if node.op_type == "Conv"]
     if len(nodes) != len(convs):
         raise ValueError(f"{path}: {len(nodes)} Conv nodes, the network runs {len(convs)} convolutions")
-    for node, (i, name, conv) in zip(nodes, convs):
+    for node, (i, name, conv) in _pair_convolutions(nodes, convs):
         weight = arrays[node.input[1]]
         if weight.shape != tuple(conv.weight.shape):
             raise ValueError(f"{path}: Conv node {node.name} has weights {weight.shape}, {name} {tuple(conv.weight.shape)}")
@@ -133,7 +160,7 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
             for name, buffer in net.named_buffers():
                 if name not in kept and buffer.is_floating_point() and buffer.numel() >= MIN_ELEMENTS:
                     buffer.copy_(buffer.half().float())
-    diff = parity(path, graph, inputs, names_in)
+    diff = parity(model.SerializeToString(), graph, inputs, names_in)
     if diff > PARITY_LIMIT:
         raise ValueError(f"{path}: the imported network differs from the graph by {diff:.2e} (limit {PARITY_LIMIT})")
     return diff
@@ -141,7 +168,8 @@ def load_onnx_weights(graph: nn.Module, path: Path, names_in: tuple[str, ...], i
 
 def checkpoint_from_store(folder: Path) -> dict:
     """A model-store version folder -> a checkpoint dict holding both streams (as a stage-3 file
-    does), its config, ``batchnorm = "folded"`` and the parity of each import in ``import_parity``."""
+    does), its config, ``batchnorm = "folded"``, the parity of each import in ``import_parity`` and
+    in ``int8_weights`` the streams whose graphs were int8 (their weights come back rounded to int8 steps)."""
     store = load_model_store(Path(folder))
     cfg = NetworkConfig.from_dict(store.manifest["config"])
     inputs = example_inputs(cfg)
@@ -150,4 +178,6 @@ def checkpoint_from_store(folder: Path) -> dict:
     parities = {"geometry": load_onnx_weights(_GeometryGraph(geometry), store.onnx_path("geometry"), GEOMETRY_INPUTS, inputs),
                 "texture": load_onnx_weights(_TextureGraph(texture), store.onnx_path("texture"), TEXTURE_INPUTS, inputs)}
     return dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), config=cfg.as_dict(), step=0,
-                stage="imported", batchnorm=FOLDED, source=f"{store.name} {store.version}", import_parity=parities)
+                stage="imported", batchnorm=FOLDED, source=f"{store.name} {store.version}", import_parity=parities,
+                int8_weights=[part for part in ("geometry", "texture")
+                              if is_quantized(onnx.load(str(store.onnx_path(part)), load_external_data=False))])

@@ -96,11 +96,11 @@ def export_texture(net: TextureStream, path: Path, inputs: dict[str, torch.Tenso
     _export(_TextureGraph(net), inputs, TEXTURE_INPUTS, TEXTURE_OUTPUTS, path)
 
 
-def parity(path: Path, graph: nn.Module, inputs: dict[str, torch.Tensor], names_in) -> float:
-    """Max abs difference between onnxruntime and PyTorch on the same inputs."""
+def parity(path: Path | bytes, graph: nn.Module, inputs: dict[str, torch.Tensor], names_in) -> float:
+    """Max abs difference between onnxruntime and PyTorch on the same inputs (``path``: an ONNX file or its bytes)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), providers=["CPUExecutionProvider"])
     feed = {n: inputs[n].numpy() for n in names_in}
     got = session.run(None, feed)
     with torch.no_grad():
