@@ -210,6 +210,10 @@ def test_all_writes_every_table_in_process(store, tmp_path):
     assert linear["lighting_change"] == 0 and linear["occluded"] < 0.05
     baseline = synth["albedo"]["mean albedo (p_t = 0; baseline)"]
     assert baseline["n"] == 7 and baseline["lighting_change"] == 0 and baseline["face"] > linear["face"]
+    for row in synth["albedo"].values():  # the gain is the best over the face: there it can only lower the error
+        assert row["level_free"]["face"] <= row["face"] + 1e-9, row
+        assert all(row["level_free"][part] >= 0 or np.isnan(row[part]) for part in ("unseen", "occluded")), row
+    assert "level-free" in (out / "synthetic.md").read_text()
     served = synth["albedo"]["linear albedo (p_t), as served"]
     assert served["n"] == 7 and 0 < served["face"] < 1 and served["n_lit"] == 7 and served["lighting_change"] > 0
     assert set(json.loads((out / "texture.json").read_text())["sets"]) == {"photos", DATA.name}
@@ -224,3 +228,37 @@ def test_synthetic_without_albedo_says_why_the_table_is_missing(store, tmp_path)
     main(["synthetic", "--model", str(store), "--size", "7", "--out", str(tmp_path)])
     assert "Skipped" in (tmp_path / "synthetic.md").read_text() and "--albedo" in (tmp_path / "synthetic.md").read_text()
     assert json.loads((tmp_path / "synthetic.json").read_text())["albedo"] is None
+
+
+def test_p_t_under_a_known_shading_is_recovered():
+    from service.engine.albedo_basis import AlbedoBasis
+    from training.evaluate.albedo_limits import p_t_under_shading
+
+    rng = np.random.default_rng(4)
+    k, m = 5, 400
+    basis = AlbedoBasis(vertices=np.arange(m), mean=rng.uniform(0.3, 0.6, (m, 3)), components=rng.normal(0, 0.05, (k, m, 3)))
+    p_t = rng.normal(0, 1, k)
+    shading = rng.uniform(0.4, 1.2, (m, 3))
+    photo = (basis.mean + np.einsum("k,kmc->mc", p_t, basis.components)) * shading
+    seen = rng.random(m) > 0.3
+    np.testing.assert_allclose(p_t_under_shading(basis, seen, photo, shading, ridge=1e-12), p_t, atol=1e-6)
+    shrunk = p_t_under_shading(basis, seen, photo, shading, ridge=1e-2)  # the ridge pulls towards the mean albedo
+    assert np.linalg.norm(shrunk) < np.linalg.norm(p_t)
+
+
+def test_albedo_limits_cli_on_the_tiny_store(store, tmp_path):
+    from training.evaluate.__main__ import main
+    from training.evaluate.albedo_limits import ROWS
+    from training.models import AlbedoModel
+
+    albedo = AlbedoModel.placeholder(6, 64)  # what build_tiny_store puts in the texture stream
+    npz = tmp_path / "albedo.npz"
+    np.savez(npz, mean=albedo.mean.numpy(), basis=albedo.basis.numpy(), std=albedo.std.numpy())
+    main(["albedo-limits", "--model", str(store), "--albedo", str(npz), "--size", "3", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "albedo-limits.json").read_text())["results"]
+    assert list(results) == list(ROWS) and all(r["n"] == 3 for r in results.values())
+    for r in results.values():
+        assert 0 <= r["level_free"] <= r["face"] + 1e-9
+    true, exact, baseline = (results[row]["face"] for row in (ROWS[0], ROWS[1], ROWS[-1]))
+    assert true < exact < baseline  # the photo under its exact shading says less than the truth, more than nothing
+    assert "| true p_t |" in (tmp_path / "albedo-limits.md").read_text()

@@ -115,3 +115,18 @@ def test_ridge_probe_recovers_a_linear_map_and_reports_what_it_explains():
     np.testing.assert_allclose(got[6], 0.5, atol=1e-4)
     assert explained(y, np.c_[x, np.ones(400)] @ got) == pytest.approx(1, abs=1e-6)
     assert explained(y, np.broadcast_to(y.mean(0), y.shape)) == pytest.approx(0, abs=1e-9)
+
+
+def test_level_gain_is_the_gain_of_least_absolute_error():
+    """Against a search over gains (the slow reference), on colours with a gain and noise applied."""
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.2, 0.8, (16, 16, 3))
+    mask = rng.random((16, 16)) > 0.3
+    pred = truth / 1.3 + rng.normal(0, 0.05, truth.shape).clip(-0.1, 0.1)
+    gain = metrics.level_gain(pred, truth, mask)
+    grid = np.linspace(0.5, 2.0, 3001)
+    errors = [metrics.texture_mae(g * pred, truth, mask) for g in grid]
+    assert metrics.texture_mae(gain * pred, truth, mask) <= min(errors) + 1e-9
+    assert abs(gain - grid[int(np.argmin(errors))]) < 0.01 and 1.2 < gain < 1.4
+    assert metrics.level_gain(truth * 2, truth, mask) == pytest.approx(0.5)
+    assert metrics.level_gain(np.zeros_like(truth), truth, mask) == 1.0

@@ -37,7 +37,8 @@ BOUND = 3.0  # |p_t| limit in stds: the albedo model's draws are clipped there t
 
 def fit_albedo(photo: np.ndarray, normals: np.ndarray, mean: np.ndarray, by_channel: np.ndarray,
                prior_light: np.ndarray, ridge: float = COEFFICIENT_RIDGE, rounds: int = ROUNDS, keep: float = KEEP,
-               bound: float = BOUND, light_ridge: float = LIGHT_RIDGE) -> tuple[np.ndarray, np.ndarray]:
+               bound: float = BOUND, light_ridge: float = LIGHT_RIDGE,
+               shading_basis: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """p_t (K,) and SH lighting (9, 3) minimising
     sum_c |photo_c - (mean_c + p_t @ by_channel[c]) * (sh_basis(normals) @ l_c)|^2 + ridge * 3N * |p_t|^2
     + light_ridge * N * |l - prior_light|^2, with |p_t| <= ``bound``.
@@ -45,10 +46,12 @@ def fit_albedo(photo: np.ndarray, normals: np.ndarray, mean: np.ndarray, by_chan
     photo, normals, mean: (N, 3) the seen points' colours in [0, 1], unit view-frame normals and the
     albedo model's mean there; by_channel: (3, K, N) float32, the components a colour channel at a time
     (``AlbedoBasis.by_channel``: float32 products run at twice float64's speed, and the stored basis is
-    float16, so exact); prior_light: (9, 3). The K x K systems are solved in float64.
+    float16, so exact); prior_light: (9, 3). The K x K systems are solved in float64. ``shading_basis``
+    (N, 9): the SH basis at the points when the caller has it otherwise than from ``normals`` (an
+    evaluation renders the true mesh's, ``training.evaluate.albedo_limits``).
     """
     k = by_channel.shape[1]
-    shading_basis = sh_basis(normals)  # (N, 9)
+    shading_basis = sh_basis(normals) if shading_basis is None else shading_basis  # (N, 9)
     light = fit_sh_lighting(photo, mean, normals, prior_light, ridge=light_ridge, keep=1.0, basis=shading_basis)
     kept, kept_mean, kept_photo, kept_basis, kept_normals = by_channel, mean, photo, shading_basis, normals
     p_t = np.zeros(k)
@@ -74,7 +77,8 @@ def fit_albedo(photo: np.ndarray, normals: np.ndarray, mean: np.ndarray, by_chan
 
 
 def fitted_albedo_coefficients(basis: AlbedoBasis, seen: np.ndarray, photo: np.ndarray, normals: np.ndarray,
-                               prior_p_t: np.ndarray, prior_light: np.ndarray, **solver: float) -> np.ndarray:
+                               prior_p_t: np.ndarray, prior_light: np.ndarray, shading_basis: np.ndarray | None = None,
+                               **solver: float) -> np.ndarray:
     """p_t (K,) float32 for one face from the basis's M vertices: ``seen`` (M,) bool and ``photo`` (N, 3)
     the colours of the seen ones (``relight.seen_vertices`` over ``basis.vertices``), ``normals`` (M, 3)
     view-frame; ``prior_p_t`` (K,), the geometry stream's, when fewer than ``MIN_VERTICES`` are seen.
@@ -83,14 +87,16 @@ def fitted_albedo_coefficients(basis: AlbedoBasis, seen: np.ndarray, photo: np.n
     mean level there, and the light's prior (``prior_light`` (9, 3)) to shade the mean albedo at that
     level, so a photo darkened or brightened as a whole gets the same p_t. Left free, the fit puts a
     darker exposure into a darker albedo, which the albedo must not follow (issue 22). ``solver``: as for
-    ``fit_face``."""
+    ``fit_face``; ``shading_basis`` (M, 9): as for ``fit_albedo``."""
     if seen.sum() < MIN_VERTICES:
         return prior_p_t.astype(np.float32)
     mean, normals = basis.mean[seen], normals[seen]
+    shading_basis = sh_basis(normals) if shading_basis is None else shading_basis[seen]
     level = mean.mean()
     photo = photo * (level / max(photo.mean(), 1e-6))
-    prior_light = prior_light * (level / max(float((mean * (sh_basis(normals) @ prior_light)).mean()), 1e-6))
-    p_t, _ = fit_albedo(photo, normals, mean, basis.by_channel[:, :, seen], prior_light, **solver)
+    prior_light = prior_light * (level / max(float((mean * (shading_basis @ prior_light)).mean()), 1e-6))
+    p_t, _ = fit_albedo(photo, normals, mean, basis.by_channel[:, :, seen], prior_light,
+                        shading_basis=shading_basis, **solver)
     return p_t.astype(np.float32)
 
 

@@ -8,6 +8,7 @@
     python -m training.evaluate albedo-fit --model DIR --settings JSON [--albedo NPZ --size N]
     python -m training.evaluate uv-alignment --model DIR [--photos DIR --aflw DIR --limit N --size 512]
     python -m training.evaluate skin-test --model DIR [--albedo NPZ --size N]
+    python -m training.evaluate albedo-limits --model DIR [--albedo NPZ --size N]
     python -m training.evaluate boxes --model DIR [--data DIR --limit N]
     python -m training.evaluate probe --model DIR [--train-faces N --size N]
     python -m training.evaluate blendshapes --model DIR [--size N] [--photos DIR] [--aflw DIR] [--limit N]
@@ -83,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--albedo", type=Path, default=Path("data/albedo/albedo-k80.npz"), help="the albedo model the faces are drawn from")
     k.add_argument("--size", type=int, default=128, help="occluded held-out faces")
     k.add_argument("--out", type=Path, default=Path("reports"))
+    lim = sub.add_parser("albedo-limits", help="where the served albedo's error comes from: the linear albedo at p_t "
+                                               "true, fitted under the exact shading, fitted on the true normals, served")
+    lim.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    lim.add_argument("--albedo", type=Path, default=Path("data/albedo/albedo-k80.npz"), help="the albedo model the faces are drawn from")
+    lim.add_argument("--size", type=int, default=64, help="held-out faces")
+    lim.add_argument("--out", type=Path, default=Path("reports"))
     e = sub.add_parser("all", help="every table above into --out, the model run in this process")
     e.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     e.add_argument("--url", help="also score a running service on AFLW2000-3D")
@@ -199,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
         from .skin_test import skin_test_report
 
         print(skin_test_report(args.model, args.albedo, args.size, args.out))
+    elif args.command == "albedo-limits":
+        from .albedo_limits import albedo_limits_report
+
+        print(albedo_limits_report(args.model, args.albedo, args.size, args.out))
     elif args.command == "texture":
         print(texture_report(args.model, args.photos, args.aflw, args.limit, args.out, args.grid, args.grid_rows,
                              args.fit_albedo))
@@ -336,6 +347,11 @@ def synthetic_report(model_dir: Path, size: int | None, out: Path, albedo: Path 
         for label, r in albedo_results.items():
             lines.append(f"| {label} | {r['face']:.4f} | {r['visible']:.4f} | {r['unseen']:.4f} | {r['occluded']:.4f} | "
                          f"{r['lighting_change']:.4f} | " + " | ".join(f"{r['face_by_yaw'][b]:.4f}" for b in yaw_bins) + " |")
+        lines += ["", "The same albedos, each first scaled by the one gain that fits it best to its truth over the face "
+                  "(the overall level, which the photo's exposure hides):", "",
+                  "| albedo | face region, level-free | unseen part, level-free | occluded texels, level-free |", "|---" * 4 + "|"]
+        lines += [f"| {label} | {r['level_free']['face']:.4f} | {r['level_free']['unseen']:.4f} | {r['level_free']['occluded']:.4f} |"
+                  for label, r in albedo_results.items()]
     out.mkdir(parents=True, exist_ok=True)
     document = {"machine": machine(), "geometry": results, "albedo": albedo_results, "albedo_note": albedo_note}
     (out / "synthetic.json").write_text(json.dumps(document, indent=2) + "\n")

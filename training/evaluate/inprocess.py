@@ -145,14 +145,20 @@ class InProcessModel:
         """:meth:`reconstruct` for a (3, N, N) float32 face crop already framed as the service frames one
         (the crop is the photo; its box is the whole crop)."""
         n = image.shape[-1]
-        crop = Crop(image=image, origin=(0.0, 0.0), step=1.0)
-        outputs = run_geometry(self.model.run_geometry, image[None], self.settings.mirror_average)
-        geo = decode_asm({k: out[0] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology,
-                         self.pose_fields)
+        outputs, geo = self.crop_geometry(image)
         geo, unwrapped, maps = self._texture(outputs, geo)
         linear = maps.get("linear_albedo")
         return Reconstruction(box=(0.0, 0.0, float(n), float(n)), box_from="crop", geometry=geo, unwrapped=unwrapped,
                               albedo=maps["albedo"][0], linear_albedo=None if linear is None else linear[0])
+
+    def crop_geometry(self, image: np.ndarray) -> tuple[list[np.ndarray], FaceGeometry]:
+        """geometry.onnx's outputs and the decoded face for a (3, N, N) float32 face crop already framed as
+        the service frames one (the crop is the photo)."""
+        crop = Crop(image=image, origin=(0.0, 0.0), step=1.0)
+        outputs = run_geometry(self.model.run_geometry, image[None], self.settings.mirror_average)
+        geo = decode_asm({k: out[0] for k, out in zip(self.model.geometry_outputs, outputs)}, crop, self.topology,
+                         self.pose_fields)
+        return outputs, geo
 
     def _texture(self, outputs: list[np.ndarray],
                  geo: FaceGeometry) -> tuple[FaceGeometry, Unwrap, dict[str, np.ndarray]]:

@@ -72,6 +72,20 @@ def texture_mae(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float
     return float(np.abs(pred[m] - target[m]).mean()) if m.any() else float("nan")
 
 
+def level_gain(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> float:
+    """The one gain g that minimises ``texture_mae(g * pred, target, mask)``: the weighted median of
+    ``target / pred`` over the masked values (all channels), weighted by ``pred``. ``pred``, ``target``
+    (S, S, 3) colours in [0, 1]; ``mask`` (S, S). 1 where nothing is masked or ``pred`` is all zero."""
+    p, t = pred[mask.astype(bool)].ravel(), target[mask.astype(bool)].ravel()
+    keep = p > 1e-6
+    if not keep.any():
+        return 1.0
+    ratio, weight = t[keep] / p[keep], p[keep]
+    order = np.argsort(ratio)
+    cumulative = np.cumsum(weight[order])
+    return float(ratio[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 

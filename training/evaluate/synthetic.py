@@ -20,7 +20,7 @@ from service.engine.albedo_basis import TOPOLOGY_KEYS as ALBEDO_FIT_KEYS
 from training.facemodel import UVFaceModel
 from training.synth import CATEGORIES, SynthBatch, SynthFaceGenerator, SynthSettings
 
-from .metrics import aligned_vertex_error, similarity_vertex_error, texture_mae, yaw_bin
+from .metrics import aligned_vertex_error, level_gain, similarity_vertex_error, texture_mae, yaw_bin
 
 HELD_OUT_SEED = 2_000_003  # never used for training
 SET_SIZE = 2016  # 7 categories x 3 yaw bins x 96
@@ -111,7 +111,10 @@ def evaluate_albedo(predictors: dict[str, AlbedoPredictor], model: UVFaceModel, 
     * over the texels an occluder (a hand, hair, glasses) hides: ``OCCLUDED_FACES`` faces (at most
       ``size``) each with one, against the same faces without it;
     * lighting invariance: ``LIT_FACES`` faces (at most ``size``) each rendered under the same ``LIGHTINGS`` SH lightings,
-      the mean absolute difference between the albedos returned for two lightings of a face.
+      the mean absolute difference between the albedos returned for two lightings of a face;
+    * ``level_free``: the face, unseen and occluded errors again, each albedo first scaled by the one gain
+      that fits it best to its truth over the face (``metrics.level_gain``). Exposure invariance leaves an
+      albedo's overall level unobservable from the photo; this is the error without it.
     """
     gen = SynthFaceGenerator(model, SynthSettings(image_size=image_size), albedo_model=albedo_model,
                              albedo_components=components)
@@ -132,7 +135,7 @@ def evaluate_albedo(predictors: dict[str, AlbedoPredictor], model: UVFaceModel, 
         return out
 
     rows = [f"{kind}, {name}" for name in predictors for kind in ("texture stream", "linear albedo (p_t)")] + [MEAN_ALBEDO]
-    records = []  # (row, yaw bin, MAE over the face, its visible part, its unseen part)
+    records = []  # (row, yaw bin, MAE over the face, its visible part, its unseen part; the face and its unseen part levelled)
     for start in range(0, size, batch_size):
         n = min(batch_size, size - start)
         batch = gen.batch(HELD_OUT_SEED, start, n, categories=cats[start:start + n], yaw_degrees=yaws[start:start + n])
@@ -140,10 +143,15 @@ def evaluate_albedo(predictors: dict[str, AlbedoPredictor], model: UVFaceModel, 
         visible = batch.uv_visible.numpy()
         for row, maps in rows_of(batch).items():
             pred = maps.transpose(0, 2, 3, 1)
-            records += [(row, yaw_bin(yaws[start + i]), texture_mae(pred[i], truth[i], mask),
-                         texture_mae(pred[i], truth[i], mask & visible[i]),
-                         texture_mae(pred[i], truth[i], mask & ~visible[i])) for i in range(n)]
+            for i in range(n):
+                # the same errors once the face's overall level is set from the truth (``level_gain``)
+                levelled = pred[i] * level_gain(pred[i], truth[i], mask)
+                records.append((row, yaw_bin(yaws[start + i]), texture_mae(pred[i], truth[i], mask),
+                                texture_mae(pred[i], truth[i], mask & visible[i]),
+                                texture_mae(pred[i], truth[i], mask & ~visible[i]), texture_mae(levelled, truth[i], mask),
+                                texture_mae(levelled, truth[i], mask & ~visible[i])))
     occluded = {row: [] for row in rows}  # MAE over the texels the occluder hides, per face
+    occluded_levelled = {row: [] for row in rows}  # the same after the face's level gain
     for start in range(0, n_occluded, batch_size):
         n = min(batch_size, n_occluded - start)
         plain, hidden = (g.batch(HELD_OUT_SEED + 1, start, n) for g in (gen, hidden_gen))
@@ -152,6 +160,8 @@ def evaluate_albedo(predictors: dict[str, AlbedoPredictor], model: UVFaceModel, 
         for row, maps in rows_of(hidden).items():
             pred = maps.transpose(0, 2, 3, 1)
             occluded[row] += [texture_mae(pred[i], truth[i], behind[i]) for i in range(n) if behind[i].any()]
+            occluded_levelled[row] += [texture_mae(pred[i] * level_gain(pred[i], truth[i], mask), truth[i], behind[i])
+                                       for i in range(n) if behind[i].any()]
     lightings = SynthFaceGenerator.sample_lighting(np.random.default_rng(HELD_OUT_SEED + 2), LIGHTINGS)
     changes = {row: [] for row in rows}
     for start in range(0, n_lit, batch_size):
@@ -169,6 +179,8 @@ def evaluate_albedo(predictors: dict[str, AlbedoPredictor], model: UVFaceModel, 
         return {"face": float(np.mean([r[2] for r in mine])), "visible": float(np.nanmean([r[3] for r in mine])),
                 "unseen": float(np.nanmean([r[4] for r in mine])), "occluded": float(np.mean(occluded[row])),
                 "lighting_change": float(np.mean(changes[row])),
+                "level_free": {"face": float(np.mean([r[5] for r in mine])), "unseen": float(np.nanmean([r[6] for r in mine])),
+                               "occluded": float(np.mean(occluded_levelled[row]))},
                 "face_by_yaw": {b: float(np.mean([r[2] for r in mine if r[1] == b])) for b in bins}, "n": len(mine),
                 "n_occluded": len(occluded[row]), "n_lit": n_lit, "lightings": LIGHTINGS}
 
