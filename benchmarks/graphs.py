@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.engine.runtime import Model  # noqa: E402
 from service.model_store import ModelStoreError  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 
 def describe_machine() -> str:
@@ -73,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-fp16", action="store_true", help="TensorRT engines in fp32")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (CPU)")
     parser.add_argument("--batches", default="1,8", help="batch sizes to time; the largest bounds the TensorRT profile")
+    parser.add_argument("--float-graphs", choices=("auto", "yes", "no"), default="auto",
+                        help="run an int8 store's graphs in float32 (FACERECON_FLOAT_GRAPHS); auto: as the service "
+                             "does, float when the first provider is a GPU one")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -80,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.tensorrt_cache:
         args.tensorrt_cache.mkdir(parents=True, exist_ok=True)
     try:
-        model = Model.load(args.model_store, args.model_name, args.model_version, args.providers.split(","), args.threads,
-                           args.tensorrt_cache, not args.no_fp16, max(batches))
+        providers = args.providers.split(",")
+        floats = {"auto": None, "yes": True, "no": False}[args.float_graphs]
+        model = Model.load(args.model_store, args.model_name, args.model_version, providers, args.threads,
+                           args.tensorrt_cache, not args.no_fp16, max(batches),
+                           Settings(providers=providers, float_graphs=floats).runs_float_graphs)
     except ModelStoreError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"# Graph latency: {model.name} {model.version}", "",
              f"Providers loaded: {', '.join(model.providers)}"
              + (f" (TensorRT {'fp32' if args.no_fp16 else 'fp16'}, cache `{args.tensorrt_cache}`)" if args.tensorrt_cache else "")
+             + f"; graphs {'in float32 (dequantized)' if model.float_graphs else 'as stored'}"
              + f"; {args.threads} intra-op threads; {args.runs} timed runs after the first.", "",
              f"Machine: {describe_machine()}.", "", "Command: `python benchmarks/graphs.py "
              + " ".join(a for a in (argv if argv is not None else sys.argv[1:])) + "`", "",

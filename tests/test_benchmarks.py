@@ -21,6 +21,10 @@ def test_graph_benchmark_on_the_tiny_store(tmp_path, tmp_path_factory, kit):
     assert graphs.main(["--model-store", str(store), "--batches", "1,2", "--runs", "2", "--out", str(out)]) == 0
     table = out.read_text()
     assert "CPUExecutionProvider" in table and table.count("| geometry |") == 2 and table.count("| texture |") == 2
+    assert "graphs as stored" in table  # on CPU the service runs the graphs as stored
+    assert graphs.main(["--model-store", str(store), "--batches", "1", "--runs", "1", "--float-graphs", "yes",
+                        "--out", str(out)]) == 0
+    assert "graphs in float32 (dequantized)" in out.read_text()
     assert graphs.main(["--model-store", str(store), "--providers", "NoSuchExecutionProvider"]) == 2
 
 
