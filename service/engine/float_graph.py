@@ -59,6 +59,7 @@ def dequantize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = out.graph
     initializers = {init.name: init for init in graph.initializer}
     producer = {name: node for node in graph.node for name in node.output}
+    graph_outputs = {o.name for o in graph.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
         for name in node.input:
@@ -71,7 +72,7 @@ def dequantize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     for node in graph.node:
         if node.op_type == "QuantizeLinear":
             others = [r.op_type for name in node.output for r in readers.get(name, []) if r.op_type != "DequantizeLinear"]
-            if others or any(name in {o.name for o in graph.output} for name in node.output):
+            if others or graph_outputs.intersection(node.output):
                 raise ValueError(f"{node.name}: a QuantizeLinear read by {others or 'the graph output'}, not a QDQ graph")
             continue  # its DequantizeLinear reads its input instead
         if node.op_type != "DequantizeLinear":
@@ -89,7 +90,7 @@ def dequantize_graph(model: onnx.ModelProto) -> onnx.ModelProto:
             raise ValueError(f"{node.name}: a DequantizeLinear of {source!r}, which no QuantizeLinear writes")
         nodes.append(helper.make_node("Identity", [quantize.input[0]], [node.output[0]], name=node.name))
 
-    used = {name for node in nodes for name in node.input} | {o.name for o in graph.output}
+    used = {name for node in nodes for name in node.input} | graph_outputs
     kept = [init for init in graph.initializer if init.name in used]
     del graph.node[:]
     graph.node.extend(nodes)
