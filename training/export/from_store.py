@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from service.engine.float_graph import dequantize_graph, is_quantized
+from service.engine.float_graph import dequantize_graph
 from service.model_store import load_model_store
 from training.models import AlbedoModel, GeometryStream, NetworkConfig, TextureStream
 
@@ -179,5 +179,5 @@ def checkpoint_from_store(folder: Path) -> dict:
                 "texture": load_onnx_weights(_TextureGraph(texture), store.onnx_path("texture"), TEXTURE_INPUTS, inputs)}
     return dict(geometry_model=geometry.state_dict(), texture_model=texture.state_dict(), config=cfg.as_dict(), step=0,
                 stage="imported", batchnorm=FOLDED, source=f"{store.name} {store.version}", import_parity=parities,
-                int8_weights=[part for part in ("geometry", "texture")
-                              if is_quantized(onnx.load(str(store.onnx_path(part)), load_external_data=False))])
+                # the manifest's quantization record says which graphs are int8 (model_store/README.md)
+                int8_weights=list(store.manifest["evaluation"].get("quantization", {}).get("quantized_ops", {})))
