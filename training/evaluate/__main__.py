@@ -35,6 +35,15 @@ DEFAULT_DATA = SHARED / "eval" / "aflw2000-dev"
 DEFAULT_PHOTOS = SHARED / "eval" / "photos"
 
 
+def held_out_faces_parser(sub, name: str, help: str, size: int, size_help: str) -> None:
+    """A command scoring a model store on held-out synthetic faces: --model, --albedo, --size, --out."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--model", type=Path, required=True, help="a model-store version folder")
+    p.add_argument("--albedo", type=Path, default=Path("data/albedo/albedo-k80.npz"), help="the albedo model the faces are drawn from")
+    p.add_argument("--size", type=int, default=size, help=size_help)
+    p.add_argument("--out", type=Path, default=Path("reports"))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,18 +87,10 @@ def main(argv: list[str] | None = None) -> None:
     u.add_argument("--limit", type=int, help="at most this many faces per set")
     u.add_argument("--size", type=int, default=512, help="the texture side the texels are counted at")
     u.add_argument("--out", type=Path, default=Path("reports"))
-    k = sub.add_parser("skin-test", help="does the `photo` texture copy an occluder? Occluded synthetic faces "
-                                         "against the same faces without it, with the skin test and without")
-    k.add_argument("--model", type=Path, required=True, help="a model-store version folder")
-    k.add_argument("--albedo", type=Path, default=Path("data/albedo/albedo-k80.npz"), help="the albedo model the faces are drawn from")
-    k.add_argument("--size", type=int, default=128, help="occluded held-out faces")
-    k.add_argument("--out", type=Path, default=Path("reports"))
-    lim = sub.add_parser("albedo-limits", help="where the served albedo's error comes from: the linear albedo at p_t "
-                                               "true, fitted under the exact shading, fitted on the true normals, served")
-    lim.add_argument("--model", type=Path, required=True, help="a model-store version folder")
-    lim.add_argument("--albedo", type=Path, default=Path("data/albedo/albedo-k80.npz"), help="the albedo model the faces are drawn from")
-    lim.add_argument("--size", type=int, default=64, help="held-out faces")
-    lim.add_argument("--out", type=Path, default=Path("reports"))
+    held_out_faces_parser(sub, "skin-test", "does the `photo` texture copy an occluder? Occluded synthetic faces "
+                          "against the same faces without it, with the skin test and without", 128, "occluded held-out faces")
+    held_out_faces_parser(sub, "albedo-limits", "where the served albedo's error comes from: the linear albedo at p_t "
+                          "true, fitted under the exact shading, fitted on the true normals, served", 64, "held-out faces")
     e = sub.add_parser("all", help="every table above into --out, the model run in this process")
     e.add_argument("--model", type=Path, required=True, help="a model-store version folder")
     e.add_argument("--url", help="also score a running service on AFLW2000-3D")

@@ -19,7 +19,6 @@ gain that fits it best to the truth, ``metrics.level_gain``):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from training.synth import SynthBatch, SynthFaceGenerator, SynthSettings
 
 from .inprocess import InProcessModel
 from .metrics import level_gain, texture_mae
+from .report import write_report
 from .synthetic import HELD_OUT_SEED, held_out_design
 
 ROWS = ("true p_t", "fitted under the exact shading", "the service's fit on the true normals",
@@ -144,9 +144,5 @@ def albedo_limits_report(model_dir: Path, albedo_model: Path, size: int, out: Pa
              "UV face mask (colours in [0, 1]); level-free: after the one gain that fits it best to the truth.", "",
              "| p_t | face region | level-free |", "|---|---|---|"]
     lines += [f"| {row} | {r['face']:.4f} | {r['level_free']:.4f} |" for row, r in results.items()]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "albedo-limits.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
-    text = "\n".join(lines) + "\n"
-    (out / "albedo-limits.md").write_text(text)
-    return text
+    return write_report(out, "albedo-limits", results, lines)
 

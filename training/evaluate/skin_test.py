@@ -18,7 +18,6 @@ texels, the error of a test that knew exactly what the occluder hides.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from training.synth import SynthFaceGenerator, SynthSettings
 
 from .inprocess import InProcessModel
 from .metrics import texture_mae
+from .report import write_report
 from .synthetic import HELD_OUT_SEED
 
 OCCLUDER_SEED = HELD_OUT_SEED + 1  # the faces of the synthetic report's occluded texels
@@ -97,8 +97,4 @@ def skin_test_report(model_dir: Path, albedo_model: Path, size: int, out: Path) 
              "reconstruction (colours in [0, 1]).", "",
              "| `photo` texture | hidden texels (occluder copied?) | other seen texels (skin lost?) |", "|---|---|---|"]
     lines += [f"| {row} | {r['hidden']:.4f} | {r['skin']:.4f} |" for row, r in results.items()]
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "skin-test.json").write_text(json.dumps({"machine": machine(), "results": results}, indent=2) + "\n")
-    text = "\n".join(lines) + "\n"
-    (out / "skin-test.md").write_text(text)
-    return text
+    return write_report(out, "skin-test", results, lines)
